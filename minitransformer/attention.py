@@ -1,0 +1,116 @@
+"""Attention, written out: the causal mask, attention as a pure function, and the multi-head module.
+
+Design choices:
+- `scaled_dot_product_attention` is a plain function with every intermediate a named local
+  (`scores`, `weights`, `out`), so a debugger stopped inside it shows each step. It is the default
+  path (`ModelConfig.attention = "manual"`); PyTorch's fused kernel is the second path ("sdpa"),
+  chosen explicitly, and tests prove the two agree.
+- Masks are boolean, True where a query may look at a key. Masked scores become -inf, so their
+  softmax weight is exactly 0; a finite stand-in such as -1e4 leaks a little of the future.
+- Queries and keys are rotated here when the model uses rotary positions, because rotary
+  encodings act on q and k rather than on the residual stream.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .positional import apply_rotary
+
+
+def causal_mask(T: int, past: int = 0, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (T, past + T) mask for T queries that follow `past` cached positions.
+
+    Query i sits at absolute position past + i and may attend to key j exactly when
+    j <= past + i: a lower-triangular matrix shifted right by `past`.
+    """
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(D), masked) v, step by step.
+
+    q: (B, H, T, D) queries; k, v: (B, H, S, D) keys and values, S = T without a cache.
+    mask: boolean, broadcastable to (B, H, T, S), True where a query may attend; None attends to all.
+    scale: multiplies the scores; None means 1/sqrt(D), which keeps the scores' variance near 1
+    when q and k have unit-variance entries, so the softmax does not saturate as D grows.
+    Returns out (B, H, T, D) and weights (B, H, T, S): the softmax probabilities, before dropout.
+    """
+    D = q.shape[-1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(D)
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B,H,T,D) @ (B,H,D,S) -> (B,H,T,S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (B, H, T, S); each row sums to 1
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    out = dropped @ v  # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
+    return out, weights
+
+
+class CausalSelfAttention(nn.Module):
+    """H heads of attention over the sequence, in GPT-2's layout.
+
+    One linear layer `c_attn` makes queries, keys and values for all heads at once (C -> 3C);
+    `c_proj` mixes the heads' outputs back into the residual stream (C -> C).
+    """
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer  # which slot of a KVCache this module reads and writes
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+        self.impl = config.attention
+        self.causal = config.causal
+        self.scale = None if config.scale_attention else 1.0
+        # When set (by inspection.capture_attention), called with every pass's weights (B, H, T, S).
+        self.on_weights: Callable[[torch.Tensor], None] | None = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        if rope is not None:
+            q = apply_rotary(q, *rope)
+            k = apply_rotary(k, *rope)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
+        mask = causal_mask(T, past, x.device) if self.causal else None
+        dropout_p = self.dropout if self.training else 0.0
+        if self.impl == "manual":
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale)
+            if self.on_weights is not None:
+                self.on_weights(weights)
+        elif mask is not None and past == 0:
+            # Without cached positions the mask is the plain triangle, which the fused kernel
+            # builds itself and can skip the masked blocks of.
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=self.scale)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
+        out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(out))

@@ -1,0 +1,117 @@
+"""Text generation: pick a next token from the model's logits, append it, repeat.
+
+Design choices:
+- `stream_tokens` yields one token at a time, so a caller can print text as it is written;
+  `generate` collects them into one tensor.
+- With `use_cache=True` each step feeds only the newest token and reads the earlier positions'
+  keys and values from a `KVCache`; the result equals re-running the whole sequence (tested).
+- Past `block_size` the context is cropped to its last `block_size` tokens, and the cropped window
+  starts again at position 0. Learned positions have no row beyond `block_size - 1`; sinusoidal
+  and rotary positions could be computed further, but the model never saw them in training, and
+  rotary encodings are relative, so for them cropping only forgets the oldest tokens. Once
+  cropping starts, every step shifts the window and every position, so the cache is rebuilt from
+  the window each step: exact, and no slower than generating without a cache.
+- Sampling: temperature divides the logits (0 means greedy: always the most likely token); top-k
+  keeps the k most likely tokens; top-p (nucleus) keeps the smallest set of most likely tokens
+  whose probabilities reach p. A `torch.Generator` makes sampling reproducible.
+"""
+
+from collections.abc import Iterator
+
+import torch
+
+from .errors import UserError
+from .kv_cache import KVCache
+from .model import GPT
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise UserError for settings that select no token."""
+    if temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose one token per row from logits (B, V); returns (B, 1) token ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
+        # Drop a token when the more likely tokens before it already reach top_p; this always
+        # keeps the most likely token.
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1); renormalises
+
+
+@torch.no_grad()
+def stream_tokens(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield max_new_tokens tokens (B, 1), one per step, continuing idx (B, T).
+
+    Call it on a model in eval mode (no dropout), as `generate` does.
+    """
+    check_sampling(temperature, top_k, top_p)
+    if idx.shape[1] == 0:
+        raise UserError("generation needs at least one token to start from; give a non-empty prompt")
+    block_size = model.config.block_size
+    cache = None
+    for _ in range(max_new_tokens):
+        if not use_cache:
+            logits, _ = model(idx[:, -block_size:])  # (B, T', V)
+        elif cache is not None and cache.length < block_size:
+            logits, _ = model(idx[:, -1:], cache=cache)  # (B, 1, V): only the newest token
+        else:
+            # First step, or the window is full and slides: (re)build the cache from the window.
+            cache = KVCache(model.config.n_layer, block_size)
+            logits, _ = model(idx[:, -block_size:], cache=cache)  # (B, T', V)
+        next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+        idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
+        yield next_token
+
+
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
+
+    Puts the model in eval mode for the duration (no dropout) and restores its mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        new = list(stream_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
+    finally:
+        model.train(was_training)
+    return torch.cat([idx, *new], dim=1)

@@ -1,0 +1,151 @@
+"""The GPT: embeddings, a stack of transformer blocks, and an output head.
+
+Read top to bottom: `MLP`, then `Block` (attention and MLP with pre-norm residuals), then `GPT`.
+Attention itself lives in attention.py and positional encodings in positional.py.
+
+Design choices:
+- GPT-2's architecture and parameter names (`wte`, `wpe`, `ln_1`, `c_attn`, `c_fc`, `c_proj`, ...):
+  with learned positions and biases the model computes GPT-2's function, so its weights can be
+  loaded into it.
+- GPT-2's initialisation, in one place (`GPT.init_weights`).
+- `forward` always returns `(logits, loss)`: logits (B, T, V), loss None without targets.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import CausalSelfAttention
+from .config import ModelConfig
+from .errors import UserError
+from .kv_cache import KVCache
+from .positional import RotaryEmbedding, SinusoidalPositions
+
+LAYER_NORM_EPS = 1e-5  # GPT-2's value
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = F.gelu(h, approximate="tanh")  # GPT-2 computes GELU with its tanh approximation
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block with pre-norm residuals: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        x = x + self.attn(self.ln_1(x), rope, cache)  # (B, T, C): tokens exchange information
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token is processed on its own
+        return x
+
+
+class GPT(nn.Module):
+    """Token ids (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, C)
+        # Learned and sinusoidal positions are added to the token embeddings; rotary positions
+        # rotate queries and keys inside attention; "none" (an experiment) gives no positions at all.
+        self.wpe: nn.Module | None = None
+        self.rope: RotaryEmbedding | None = None
+        if config.position == "learned":
+            self.wpe = nn.Embedding(config.block_size, C)
+        elif config.position == "sinusoidal":
+            self.wpe = SinusoidalPositions(config.block_size, C)
+        elif config.position == "rope":
+            self.rope = RotaryEmbedding(config.block_size, config.head_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(C, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # Weight tying (Press & Wolf 2017): reading a token in and writing it out use one matrix.
+            self.lm_head.weight = self.wte.weight
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2's initialisation.
+
+        Linear and embedding weights ~ N(0, 0.02), biases 0, LayerNorm scale 1 and shift 0. The two
+        projections per block that write into the residual stream get std 0.02 / sqrt(2 * n_layer):
+        the stream is a sum of 2 * n_layer such outputs, and this keeps its variance from growing
+        with depth.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=residual_std)
+
+    def num_parameters(self) -> int:
+        """Trainable numbers in the model; a tied matrix counts once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) token ids; targets: (B, T) next-token ids, -1 to ignore a position.
+
+        With a cache, idx holds only the positions after those already cached.
+        """
+        B, T = idx.shape
+        past = 0 if cache is None else cache.length
+        if past + T > self.config.block_size:
+            raise UserError(
+                f"a sequence of {past + T} tokens is longer than model.block_size = "
+                f"{self.config.block_size}; pass at most the last {self.config.block_size} tokens"
+            )
+        positions = torch.arange(past, past + T, device=idx.device)  # (T,) absolute positions
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        rope = self.rope(positions) if self.rope is not None else None
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope, cache)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
+        loss = None
+        if targets is not None:
+            # Cross-entropy of every position's prediction against its next token, averaged.
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        return logits, loss

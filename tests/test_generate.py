@@ -1,0 +1,114 @@
+"""Generation: the key/value cache, cropping past block_size, and the sampling rules."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from minitransformer import GPT, generate
+from minitransformer.generate import sample_next
+from minitransformer.kv_cache import KVCache
+from tests.helpers import ATTENTIONS, POSITIONS, small_config
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def trained_looking_model(**overrides) -> GPT:
+    """A random model with larger weights than at init, so its logits are far from uniform."""
+    model = GPT(small_config(**overrides)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(4)
+    return model
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("position", POSITIONS)
+def test_cached_logits_match_full_forward(position, attention):
+    model = trained_looking_model(position=position, attention=attention)
+    idx = torch.randint(0, 37, (2, 16))
+    full, _ = model(idx)
+    cache = KVCache(model.config.n_layer, model.config.block_size)
+    pieces = [model(idx[:, :6], cache=cache)[0]]
+    for t in range(6, 16):
+        pieces.append(model(idx[:, t : t + 1], cache=cache)[0])
+    assert cache.length == 16
+    assert_close(torch.cat(pieces, dim=1), full, **TOL)
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cached_generation_equals_uncached(position, temperature):
+    model = trained_looking_model(position=position)
+    prompt = torch.randint(0, 37, (2, 5))
+    # 30 new tokens run well past block_size = 16, so the sliding window is exercised too.
+    runs = []
+    for use_cache in (True, False):
+        generator = torch.Generator().manual_seed(7)
+        runs.append(generate(model, prompt, 30, temperature=temperature, use_cache=use_cache, generator=generator))
+    assert runs[0].shape == (2, 35)
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][:, :5], prompt)
+
+
+def test_greedy_generation_picks_the_argmax_of_a_full_pass():
+    model = trained_looking_model()
+    prompt = torch.randint(0, 37, (1, 4))
+    out = generate(model, prompt, 6, temperature=0.0)
+    for t in range(4, 10):
+        logits, _ = model(out[:, :t])
+        assert out[0, t].item() == logits[0, -1].argmax().item()
+
+
+def test_same_seed_same_sample_and_different_seed_differs():
+    model = trained_looking_model()
+    prompt = torch.randint(0, 37, (1, 3))
+    a = generate(model, prompt, 20, generator=torch.Generator().manual_seed(1))
+    b = generate(model, prompt, 20, generator=torch.Generator().manual_seed(1))
+    c = generate(model, prompt, 20, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_generate_restores_training_mode():
+    model = GPT(small_config()).train()
+    generate(model, torch.zeros(1, 1, dtype=torch.long), 2)
+    assert model.training
+
+
+def test_top_k_only_samples_the_k_most_likely():
+    logits = torch.randn(4, 37)
+    allowed = torch.topk(logits, 3).indices
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        token = sample_next(logits, top_k=3, generator=generator)  # (4, 1)
+        assert torch.all((allowed == token).any(dim=1))
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    generator = torch.Generator().manual_seed(0)
+    seen = {sample_next(logits, top_p=0.75, generator=generator).item() for _ in range(300)}
+    assert seen == {0, 1}  # 0.5 < 0.75, 0.5 + 0.3 reaches it: tokens 2 and 3 are cut
+    seen = {sample_next(logits, top_p=0.1, generator=generator).item() for _ in range(50)}
+    assert seen == {0}  # the most likely token always stays
+
+
+def test_temperature_zero_is_greedy():
+    logits = torch.randn(5, 37)
+    assert torch.equal(sample_next(logits, temperature=0.0), logits.argmax(-1, keepdim=True))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_k=0), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+    ],
+)
+def test_bad_sampling_settings_are_clear_errors(kwargs, message):
+    model = GPT(small_config())
+    with pytest.raises(ValueError, match=message):
+        generate(model, torch.zeros(1, 1, dtype=torch.long), 3, **kwargs)
