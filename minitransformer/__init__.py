@@ -1,8 +1,8 @@
 """minitransformer: a minimal, explicit GPT in PyTorch, to read, train, sample from and step through."""
 
-from .config import ModelConfig
-from .generate import generate
-from .model import GPT
-
 __version__ = "0.1.0"
+
+from .config import ModelConfig  # noqa: E402  (the version comes first: checkpoint.py imports it)
+from .generate import generate  # noqa: E402
+from .model import GPT  # noqa: E402
 __all__ = ["GPT", "ModelConfig", "generate", "__version__"]

@@ -5,10 +5,57 @@ code 2; any other exception is a bug and keeps its traceback.
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from . import __version__
+from .config import load_config
 from .errors import UserError
+
+DEFAULT_RUN = "runs/shakespeare_char"
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .checkpoint import find_checkpoint
+    from .train import train
+
+    overrides = list(args.set)
+    if args.out:
+        overrides.append(f"train.out_dir={json.dumps(args.out)}")
+    if args.device:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    tables = None
+    if args.resume and args.config is None:
+        # Without --config, a resumed run continues with the config it was started with.
+        saved = find_checkpoint(Path(args.out or DEFAULT_RUN) / "last") / "config.json"
+        tables = json.loads(saved.read_text())["run"]
+    config = load_config(args.config, tuple(overrides), tables)
+    result = train(config, resume=args.resume, pause_after=args.pause_after)
+    return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from .sample import sample
+
+    sample(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+           args.num_samples, args.seed, args.device)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from .inspector import inspect_model
+
+    inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device)
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_run
+
+    plot_run(args.run_dir, args.png)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +64,48 @@ def build_parser() -> argparse.ArgumentParser:
         description="A minimal, explicit GPT: train it, sample from it, look inside it.",
     )
     parser.add_argument("--version", action="version", version=f"minitransformer {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model (default: a character-level GPT on Tiny Shakespeare)")
+    train.add_argument("--config", metavar="PATH", help="a TOML config such as configs/tiny.toml (default: shakespeare_char)")
+    train.add_argument("--out", metavar="DIR", help=f"the run folder (default: the config's train.out_dir, {DEFAULT_RUN})")
+    train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="override a config key, e.g. --set train.max_steps=200 --set model.position=rope")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--device", metavar="D", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    train.add_argument("--pause-after", metavar="N", type=int,
+                       help="stop after N steps, saving the run to continue later with --resume")
+    train.set_defaults(run=run_train)
+
+    sample = commands.add_parser("sample", help="write text from a trained model")
+    sample.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN,
+                        help=f"a run folder (uses its best checkpoint) or a checkpoint folder (default: {DEFAULT_RUN})")
+    sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--max-new-tokens", type=int, default=500, metavar="N")
+    sample.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (default: 0.8)")
+    sample.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
+    sample.add_argument("--top-p", type=float, metavar="P", help="sample only from the most likely tokens whose probabilities reach P")
+    sample.add_argument("--num-samples", type=int, default=1, metavar="N")
+    sample.add_argument("--seed", type=int, default=1337, metavar="S")
+    sample.add_argument("--device", default="auto", metavar="D")
+    sample.set_defaults(run=run_sample)
+
+    inspect = commands.add_parser("inspect", help="show a model's attention for a prompt, or stop inside it in pdb")
+    inspect.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN,
+                         help=f"a run folder or a checkpoint folder (default: {DEFAULT_RUN})")
+    inspect.add_argument("--prompt", required=True, help="the text whose attention to show")
+    inspect.add_argument("--layer", type=int, metavar="L", help="show only this layer (from 0; default: all)")
+    inspect.add_argument("--head", type=int, metavar="H", help="show only this head (from 0; default: all)")
+    inspect.add_argument("--png", metavar="FILE", help="also draw the heatmaps into FILE (needs matplotlib)")
+    inspect.add_argument("--break", dest="break_at", metavar="LAYER[.HEAD]",
+                         help="stop in pdb inside that layer's attention function, e.g. --break 1.2")
+    inspect.add_argument("--device", default="cpu", metavar="D")
+    inspect.set_defaults(run=run_inspect)
+
+    plot = commands.add_parser("plot", help="plot a run's train and val loss")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with metrics.jsonl")
+    plot.add_argument("--png", metavar="FILE", help="draw a PNG (needs matplotlib; otherwise a text chart)")
+    plot.set_defaults(run=run_plot)
     return parser
 
 

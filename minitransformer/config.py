@@ -1,4 +1,8 @@
-"""The model's configuration: one frozen dataclass, checked when it is made.
+"""Configuration: frozen dataclasses for the model, the data and training, filled from TOML.
+
+A config file has up to three tables, [model], [data] and [train], whose keys are the fields of
+`ModelConfig` (less vocab_size), `DataConfig` and `TrainConfig`; `load_config` reads one and
+applies command-line overrides such as `--set train.max_steps=200`.
 
 Design choices:
 - Frozen, so a config cannot change under a model that was built from it.
@@ -7,7 +11,8 @@ Design choices:
 - Fields hold only plain TOML types (int, float, bool, str), so a config file maps onto them directly.
 """
 
-from dataclasses import dataclass, fields
+import tomllib
+from dataclasses import asdict, dataclass, fields
 
 from .errors import UserError
 
@@ -90,3 +95,160 @@ class ModelConfig:
     def head_size(self) -> int:
         """D, the dimensions of one attention head."""
         return self.n_embd // self.n_head
+
+
+DTYPES = ("auto", "float32", "bfloat16")
+OPTIMIZERS = ("adamw", "muon")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    corpus: str = "tinyshakespeare"  # the shipped corpus, a text file, or a folder of .txt files
+    tokenizer: str = "char"  # "char", "gpt2", or another tiktoken encoding's name
+    val_fraction: float = 0.1  # the last 10% of the text is held out, as in nanoGPT
+
+    def __post_init__(self):
+        check_field_types(self, "data")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how fast to train, and where to write the run."""
+
+    out_dir: str = "runs/shakespeare_char"
+    device: str = "auto"  # "auto" (cuda, then mps, then cpu), or a name such as "cpu" or "cuda:0"
+    dtype: str = "auto"  # "auto" picks bfloat16 where it is faster (see train.choose_dtype)
+    seed: int = 1337
+    batch_size: int = 8  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 100_000
+    time_budget_s: float = 270.0  # > 0: the schedule runs on training time and stops at the budget; 0: on steps
+    optimizer: str = "muon"  # "adamw", or "muon": Muon for the blocks' matrices and AdamW for the rest
+    learning_rate: float = 3e-3  # AdamW's peak learning rate
+    muon_learning_rate: float = 0.02  # Muon's peak learning rate, when optimizer = "muon"
+    min_lr_ratio: float = 0.02  # the cosine decays to learning_rate * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only; biases, LayerNorms and embeddings get none
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # maximum global gradient norm; 0 turns clipping off
+    eval_interval: int = 500  # steps between evaluations
+    eval_batches: int = 20  # batches per split per evaluation
+    sample_tokens: int = 300  # tokens sampled at the end of training; 0 for none
+
+    def __post_init__(self):
+        check_field_types(self, "train")
+        check_positive("train", self, "batch_size", "grad_accum", "max_steps", "learning_rate",
+                       "muon_learning_rate", "eval_interval", "eval_batches")
+        check_choice("train", "dtype", self.dtype, DTYPES)
+        check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("time_budget_s", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise UserError(f"train.min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+# The default run's model, used when no config file is given; DataConfig's and TrainConfig's
+# defaults complete it. configs/shakespeare_char.toml says the same (a test checks).
+DEFAULT_MODEL = {"block_size": 256, "n_layer": 4, "n_head": 4, "n_embd": 128, "position": "rope", "attention": "sdpa"}
+
+# vocab_size comes from the tokenizer, never from a config file.
+MODEL_KEYS = tuple(field.name for field in fields(ModelConfig) if field.name != "vocab_size")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: the [model], [data] and [train] tables of a config file.
+
+    `model` holds the ModelConfig fields except vocab_size, which the tokenizer decides;
+    `model_config(vocab_size)` makes the ModelConfig.
+    """
+
+    model: dict
+    data: DataConfig
+    train: TrainConfig
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, **self.model)
+
+    def to_dict(self) -> dict:
+        return {"model": dict(self.model), "data": asdict(self.data), "train": asdict(self.train)}
+
+
+SECTIONS = {"model": MODEL_KEYS, "data": tuple(f.name for f in fields(DataConfig)),
+            "train": tuple(f.name for f in fields(TrainConfig))}
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'train.max_steps=200' -> ('train', 'max_steps', 200).
+
+    The value is read as a TOML value (200, 3e-4, true, "x"); anything that is not one, such as
+    rope or runs/x, is taken as a string, so plain words need no quotes.
+    """
+    key, equals, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not equals or not dot or not name:
+        raise UserError(f"--set expects SECTION.KEY=VALUE, e.g. train.max_steps=200; got {text!r}")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, name, value
+
+
+def read_toml(path: str) -> dict:
+    """A TOML file's tables; a missing or malformed file is a UserError."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; pass a path such as configs/tiny.toml")
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"config file {path} is not valid TOML: {error}")
+
+
+def load_config(path: str | None = None, overrides: tuple[str, ...] = (), tables: dict | None = None) -> RunConfig:
+    """Build a RunConfig from a TOML file, or from tables already read (a checkpoint's saved
+    config), or from the defaults (shakespeare_char's); then apply --set overrides.
+
+    Every key is checked against the dataclasses' fields; an unknown one is an error that lists
+    the valid keys. The model's values are checked here too, with a stand-in vocab_size, so that
+    a bad value stops the run before any data is read.
+    """
+    source = path or "the saved config"
+    if path is not None:
+        tables = read_toml(path)
+    elif tables is None:
+        tables = {"model": DEFAULT_MODEL}
+    merged: dict[str, dict] = {section: {} for section in SECTIONS}
+    for section, table in (tables or {}).items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise UserError(f"{source}: unknown table [{section}]; the tables are {list(SECTIONS)}")
+        merged[section].update(table)
+    for override in overrides:
+        section, name, value = parse_override(override)
+        if section not in SECTIONS:
+            raise UserError(f"--set {override}: unknown section {section!r}; the sections are {list(SECTIONS)}")
+        merged[section][name] = value
+    for section, table in merged.items():
+        for name in table:
+            if name not in SECTIONS[section]:
+                hint = " (it comes from the tokenizer)" if name == "vocab_size" else ""
+                raise UserError(
+                    f"unknown key {section}.{name}{hint}; valid keys in [{section}]: {', '.join(SECTIONS[section])}"
+                )
+    model = merged["model"]
+    checked = ModelConfig(vocab_size=1, **model)
+    return RunConfig(
+        model={name: getattr(checked, name) for name in model},
+        data=DataConfig(**merged["data"]),
+        train=TrainConfig(**merged["train"]),
+    )

@@ -1,0 +1,121 @@
+"""Data: read a corpus, tokenise it once into memory-mapped files, and draw random batches.
+
+Design choices:
+- The corpus is "tinyshakespeare" (shipped in the package), a text file, or a folder of `.txt`
+  files (read in sorted order, joined by newlines).
+- Like nanoGPT, the text is split by characters, the first 90% for training and the rest for
+  validation, and each part is tokenised on its own.
+- Token ids are stored as uint16 when every id fits (vocab_size <= 65,536) and as uint32
+  otherwise; a larger id stored as uint16 would silently wrap around.
+- The tokenised files live in `<run dir>/data/` with a `meta.json` that records the corpus's
+  sha256, the tokenizer and the split. A later run reuses them only if all three match;
+  otherwise they are rebuilt. `meta.json` is written last, so an interrupted preparation is redone.
+- A batch is B random windows of block_size + 1 tokens: inputs are the first block_size tokens,
+  targets the same window shifted by one. Positions come from a `torch.Generator`, whose state a
+  checkpoint saves, so a resumed run draws the same batches as an uninterrupted one.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .files import write_atomically
+from .tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
+
+SHIPPED_CORPUS = "tinyshakespeare"
+
+
+def read_corpus(corpus: str) -> str:
+    """The text of the shipped corpus, a text file, or all `.txt` files in a folder."""
+    if corpus == SHIPPED_CORPUS:
+        return (resources.files("minitransformer") / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    path = Path(corpus).expanduser()
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise UserError(f"data.corpus: the folder {path} has no .txt files; point it at a text file or such a folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise UserError(
+            f"data.corpus: {corpus!r} is neither a file nor a folder; use a path to a text file, "
+            f"a folder of .txt files, or {SHIPPED_CORPUS!r}"
+        )
+    try:
+        text = "\n".join(file.read_text(encoding="utf-8") for file in files)
+    except UnicodeDecodeError as error:
+        raise UserError(f"data.corpus: a file under {path} is not UTF-8 text ({error.reason}); convert it to UTF-8")
+    if len(text) < 2:
+        raise UserError(f"data.corpus: {corpus!r} holds no text; give it at least a few thousand characters")
+    return text
+
+
+def token_dtype(vocab_size: int) -> type:
+    """The smallest unsigned integer type that holds every id below vocab_size."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tokenised train and validation splits, memory-mapped from disk."""
+
+    train: np.ndarray
+    val: np.ndarray
+    tokenizer: CharTokenizer | TiktokenTokenizer
+
+
+def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path) -> Dataset:
+    """Tokenise the corpus into data_dir, or reuse what an earlier run left there."""
+    text = read_corpus(corpus)
+    tokenizer = build_tokenizer(tokenizer_kind, text)
+    meta = {
+        "corpus": corpus,
+        "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "tokenizer": tokenizer.describe(),
+        "val_fraction": val_fraction,
+        "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
+    }
+    meta_path = data_dir / "meta.json"
+    cached = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if cached is None or {key: cached.get(key) for key in meta} != meta:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        split = int(len(text) * (1 - val_fraction))
+        for name, part in (("train", text[:split]), ("val", text[split:])):
+            ids = np.array(tokenizer.encode(part), dtype=meta["dtype"])
+            meta[f"{name}_tokens"] = len(ids)
+            write_atomically(data_dir / f"{name}.bin", ids.tofile)
+        write_atomically(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=2)))
+    return Dataset(
+        train=np.memmap(data_dir / "train.bin", dtype=meta["dtype"], mode="r"),
+        val=np.memmap(data_dir / "val.bin", dtype=meta["dtype"], mode="r"),
+        tokenizer=tokenizer,
+    )
+
+
+def check_split_length(split: np.ndarray, name: str, block_size: int) -> None:
+    """Raise UserError when a split is too short to cut one window of block_size + 1 tokens."""
+    if len(split) <= block_size:
+        raise UserError(
+            f"the {name} split has {len(split)} tokens, too few for model.block_size = {block_size}; "
+            "use a longer corpus, a smaller block_size, or (for val) a larger data.val_fraction"
+        )
+
+
+def get_batch(
+    split: np.ndarray,
+    batch_size: int,
+    block_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """B random windows: inputs x (B, T) and targets y (B, T), y[:, t] = the token after x[:, t]."""
+    starts = torch.randint(len(split) - block_size, (batch_size,), generator=generator)  # (B,)
+    windows = np.stack([split[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64)  # (B, T + 1)
+    windows = torch.from_numpy(windows).to(device)
+    return windows[:, :-1], windows[:, 1:]  # (B, T) each

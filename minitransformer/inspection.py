@@ -1,0 +1,159 @@
+"""Looking inside a model: capture attention maps, draw them in the terminal, stop in the debugger.
+
+- `capture_attention(model)`: a context manager that collects every layer's attention weights
+  (B, H, T, T) during the passes run inside it, without editing the model's code.
+- `readable_token`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
+- `break_in_attention(model, layer)`: stops Python's debugger inside `scaled_dot_product_attention`
+  of one layer, with q, k, v, scores, mask, weights and out as local variables.
+
+Design choices:
+- Both context managers switch every attention module to the manual path for their duration,
+  whatever the config says (PyTorch's fused kernel computes no weights to show and has no
+  Python frame to stop in), and restore the model exactly as it was afterwards.
+- The debugger is entered with a small trace function, not by editing the attention function:
+  it watches for that function's frame in the chosen layer and hands control to pdb one line
+  before the function returns, so that every intermediate already exists.
+"""
+
+import inspect
+import pdb
+import sys
+from contextlib import contextmanager
+
+import torch
+
+from .attention import scaled_dot_product_attention
+from .model import GPT
+
+SHADES = " ·░▒▓█"  # darker = more weight
+SHADE_EDGES = (0.02, 0.1, 0.25, 0.5, 0.75)  # weight thresholds between consecutive shades
+
+
+@contextmanager
+def manual_attention(model: GPT):
+    """Run every attention module on the manual path inside the block; restore it afterwards."""
+    saved = [block.attn.impl for block in model.blocks]
+    for block in model.blocks:
+        block.attn.impl = "manual"
+    try:
+        yield
+    finally:
+        for block, impl in zip(model.blocks, saved):
+            block.attn.impl = impl
+
+
+@contextmanager
+def capture_attention(model: GPT):
+    """Yield a list whose item `layer` becomes that layer's weights (B, H, T, T) after a pass.
+
+    with capture_attention(model) as maps:
+        model(idx)
+    maps[0]  # (B, H, T, T): layer 0's attention, each row a probability distribution
+    """
+    maps: list[torch.Tensor | None] = [None] * len(model.blocks)
+
+    def store_into(layer: int):
+        def store(weights: torch.Tensor) -> None:
+            maps[layer] = weights.detach()
+
+        return store
+
+    with manual_attention(model):
+        for layer, block in enumerate(model.blocks):
+            block.attn.on_weights = store_into(layer)
+        try:
+            yield maps
+        finally:
+            for block in model.blocks:
+                block.attn.on_weights = None
+
+
+def readable_token(text: str) -> str:
+    """A token's text with whitespace made visible: space ␣, newline ⏎, tab ⇥."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
+def shade(weight: float) -> str:
+    return SHADES[sum(weight >= edge for edge in SHADE_EDGES)]
+
+
+def heatmap(weights: torch.Tensor, labels: list[str], title: str) -> str:
+    """A (T, T) attention matrix as text: one row per query, one 2-character cell per key.
+
+    Row labels are the query tokens; the key tokens are written vertically above the columns.
+    """
+    T = weights.shape[0]
+    width = max(len(label) for label in labels)
+    row_label_width = width + len(str(T - 1)) + 2
+    lines = [title]
+    for depth in range(width):  # column labels, written top to bottom
+        lines.append(" " * row_label_width + "".join(f"{label[depth] if depth < len(label) else ' ':<2}" for label in labels))
+    for i in range(T):
+        cells = "".join(shade(w) * 2 for w in weights[i].tolist())
+        lines.append(f"{i:>{len(str(T - 1))}} {labels[i]:>{width}} {cells}")
+    legend = ", ".join(f"{SHADES[k + 1]} >= {edge}" for k, edge in enumerate(SHADE_EDGES))
+    lines.append(f"(rows: queries, columns: keys; {legend})")
+    return "\n".join(lines)
+
+
+def top_attended(weights: torch.Tensor, labels: list[str], k: int = 3) -> str:
+    """For each position, the k tokens it attends to most, with their weights."""
+    lines = []
+    for i in range(weights.shape[0]):
+        values, where = weights[i, : i + 1].topk(min(k, i + 1))
+        targets = ", ".join(f"{j}:{labels[j]} {v:.2f}" for v, j in zip(values.tolist(), where.tolist()))
+        lines.append(f"  {i:>3} {labels[i]:<8} -> {targets}")
+    return "\n".join(lines)
+
+
+def next_token_table(logits: torch.Tensor, decode, k: int = 10) -> str:
+    """The k most likely next tokens for logits (V,), with their probabilities."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    values, ids = probs.topk(min(k, probs.shape[0]))
+    return "\n".join(f"  {p:6.1%}  {readable_token(decode([i]))}" for p, i in zip(values.tolist(), ids.tolist()))
+
+
+def line_of(function, statement: str) -> int:
+    """The line number of the first line in function's source that starts with `statement`."""
+    lines, first = inspect.getsourcelines(function)
+    for offset, line in enumerate(lines):
+        if line.strip().startswith(statement):
+            return first + offset
+    raise LookupError(f"{statement!r} not found in {function.__name__}")
+
+
+@contextmanager
+def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb | None = None):
+    """Inside the block, the next pass stops pdb in layer `layer`'s attention function.
+
+    pdb takes over at the function's last line, `return out, weights`, so q, k, v, scores,
+    mask, weights and out are all there to print; `n` steps on, `c` continues the pass.
+    """
+    debugger = debugger or pdb.Pdb()
+    code = scaled_dot_product_attention.__code__
+    last_computation = line_of(scaled_dot_product_attention, "out = dropped @ v")
+
+    def in_attention(frame, event, arg):
+        if event == "line" and frame.f_lineno == last_computation:
+            debugger.message(
+                f"\nStopped in scaled_dot_product_attention of layer {layer}. Try: p scores.shape, "
+                f"p scores[0, {head}], p weights[0, {head}].sum(-1), p mask, n (next line), c (continue)."
+            )
+            debugger.set_trace(frame)  # pdb stops at the next line: the return, with `out` computed
+            return debugger.trace_dispatch
+        return in_attention
+
+    def watch_calls(frame, event, arg):
+        return in_attention if frame.f_code is code else None
+
+    def start_watching(module, args):
+        sys.settrace(watch_calls)
+
+    hook = model.blocks[layer].attn.register_forward_pre_hook(start_watching)
+    try:
+        with manual_attention(model):
+            yield
+    finally:
+        hook.remove()
+        if sys.gettrace() is watch_calls:
+            sys.settrace(None)

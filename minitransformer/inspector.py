@@ -1,0 +1,109 @@
+"""The `inspect` command: show a trained model's attention for a prompt, or stop inside it.
+
+Prints, for each selected layer and head, the attention matrix as a terminal heatmap labelled
+with the prompt's tokens and the tokens each position attends to most; then the model's
+next-token distribution. `--png` also draws the heatmaps with matplotlib (the optional `plot`
+extra), and `--break LAYER[.HEAD]` stops pdb inside that layer's attention function.
+"""
+
+import bdb
+
+import torch
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .errors import UserError
+from .inspection import break_in_attention, capture_attention, heatmap, next_token_table, readable_token, top_attended
+from .plot import import_pyplot
+from .train import choose_device
+
+LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
+
+
+def parse_break(text: str, n_layer: int, n_head: int) -> tuple[int, int]:
+    """'2' -> (2, 0); '2.3' -> (2, 3); checked against the model's size."""
+    layer_text, _, head_text = text.partition(".")
+    try:
+        layer, head = int(layer_text), int(head_text or 0)
+    except ValueError:
+        raise UserError(f"--break expects LAYER or LAYER.HEAD, e.g. 1 or 1.2; got {text!r}")
+    check_index("layer", layer, n_layer)
+    check_index("head", head, n_head)
+    return layer, head
+
+
+def check_index(name: str, value: int, count: int) -> None:
+    if not 0 <= value < count:
+        raise UserError(f"--{name} {value} does not exist: this model has {count} {name}s, numbered 0 to {count - 1}")
+
+
+def save_png(maps: list[torch.Tensor], layers: list[int], heads: list[int], labels: list[str], path: str) -> None:
+    """A grid of heatmaps, one row per layer and one column per head."""
+    plt = import_pyplot()
+    if plt is None:
+        raise UserError('--png needs matplotlib: pip install -e ".[plot]" (or pip install matplotlib)')
+    T = len(labels)
+    size = max(2.5, 0.25 * T)
+    figure, axes = plt.subplots(len(layers), len(heads), figsize=(size * len(heads), size * len(layers)), squeeze=False)
+    for row, layer in enumerate(layers):
+        for column, head in enumerate(heads):
+            ax = axes[row][column]
+            ax.imshow(maps[layer][0, head].float().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(T), labels, fontsize=7)
+            ax.set_xlabel("key", fontsize=8)
+            ax.set_ylabel("query", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def inspect_model(
+    checkpoint: str,
+    prompt: str,
+    layer: int | None = None,
+    head: int | None = None,
+    png: str | None = None,
+    break_at: str | None = None,
+    device: str = "cpu",
+) -> None:
+    torch_device = choose_device(device)
+    loaded = load_checkpoint(checkpoint, torch_device)
+    model = model_from_checkpoint(loaded, torch_device).eval()
+    config = model.config
+    ids = loaded.tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty; give at least one character with --prompt")
+    if len(ids) > config.block_size:
+        raise UserError(f"the prompt has {len(ids)} tokens; this model reads at most block_size = {config.block_size}")
+    idx = torch.tensor([ids], device=torch_device)  # (1, T)
+    labels = [readable_token(loaded.tokenizer.decode([i]))[:LABEL_WIDTH] for i in ids]
+
+    if break_at is not None:
+        stop_layer, stop_head = parse_break(break_at, config.n_layer, config.n_head)
+        try:
+            with break_in_attention(model, stop_layer, stop_head), torch.no_grad():
+                model(idx)
+        except bdb.BdbQuit:
+            print("left the debugger (quit)")
+        return
+
+    for name, value, count in (("layer", layer, config.n_layer), ("head", head, config.n_head)):
+        if value is not None:
+            check_index(name, value, count)
+    layers = [layer] if layer is not None else list(range(config.n_layer))
+    heads = [head] if head is not None else list(range(config.n_head))
+    with capture_attention(model) as maps, torch.no_grad():
+        logits, _ = model(idx)  # (1, T, V)
+    print(f"prompt: {len(ids)} tokens: {' '.join(labels)}\n")
+    for shown_layer in layers:
+        for shown_head in heads:
+            weights = maps[shown_layer][0, shown_head]  # (T, T)
+            print(heatmap(weights, labels, f"layer {shown_layer}, head {shown_head}"))
+            print("most attended (position:token weight):")
+            print(top_attended(weights, labels) + "\n")
+    print("next-token distribution (top 10):")
+    print(next_token_table(logits[0, -1], loaded.tokenizer.decode))
+    if png is not None:
+        save_png(maps, layers, heads, labels, png)
+        print(f"\nwrote {png}")

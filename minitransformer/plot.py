@@ -1,0 +1,91 @@
+"""The `plot` command: train and val loss against steps, from a run's metrics.jsonl.
+
+With matplotlib installed (the optional `plot` extra) and `--png FILE`, it draws a PNG; otherwise
+it prints a compact text chart, so the command works everywhere.
+"""
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+CHART_HEIGHT = 12
+CHART_WIDTH = 60
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"no metrics at {path}; pass a run folder written by `minitransformer train`")
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is damaged ({error}); each line must be one JSON object")
+    if not rows:
+        raise UserError(f"{path} has no rows yet; train for at least one evaluation first")
+    return rows
+
+
+def text_chart(rows: list[dict]) -> str:
+    """Losses on a character grid: t for train, v for val, * where both fall in one cell."""
+    steps = [row["step"] for row in rows]
+    values = [row[key] for row in rows for key in ("train_loss", "val_loss")]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    last_step = max(steps) or 1
+    grid = [[" "] * CHART_WIDTH for _ in range(CHART_HEIGHT)]
+    for row in rows:
+        column = round(row["step"] / last_step * (CHART_WIDTH - 1))
+        for key, mark in (("train_loss", "t"), ("val_loss", "v")):
+            line = round((high - row[key]) / span * (CHART_HEIGHT - 1))
+            grid[line][column] = "*" if grid[line][column] not in (" ", mark) else mark
+    lines = []
+    for i, cells in enumerate(grid):
+        label = f"{high - i * span / (CHART_HEIGHT - 1):7.3f}" if i in (0, CHART_HEIGHT // 2, CHART_HEIGHT - 1) else " " * 7
+        lines.append(f"{label} |{''.join(cells)}")
+    lines.append(" " * 8 + "+" + "-" * CHART_WIDTH)
+    lines.append(" " * 9 + f"{0:<{CHART_WIDTH - len(str(last_step))}}{last_step}  step")
+    best = min(rows, key=lambda row: row["val_loss"])
+    lines.append(f"t = train loss, v = val loss, * = both. Last: step {rows[-1]['step']}, train "
+                 f"{rows[-1]['train_loss']:.4f}, val {rows[-1]['val_loss']:.4f}; best val {best['val_loss']:.4f} "
+                 f"at step {best['step']}")
+    return "\n".join(lines)
+
+
+def import_pyplot():
+    """matplotlib.pyplot, set up to write files without a window; None if matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(plt, rows: list[dict], path: str, title: str) -> None:
+    figure, ax = plt.subplots(figsize=(7, 4))
+    steps = [row["step"] for row in rows]
+    ax.plot(steps, [row["train_loss"] for row in rows], label="train", marker=".")
+    ax.plot(steps, [row["val_loss"] for row in rows], label="val", marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (cross-entropy, nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_run(run_dir: str, png: str | None = None) -> None:
+    rows = read_metrics(run_dir)
+    plt = import_pyplot() if png is not None else None
+    if plt is not None:
+        save_png(plt, rows, png, str(run_dir))
+        print(f"wrote {png}")
+        return
+    if png is not None:
+        print('matplotlib is not installed, so here is a text chart instead; for a PNG: pip install -e ".[plot]"')
+    print(text_chart(rows))

@@ -1,0 +1,128 @@
+"""Tokenizers: text to token ids and back, behind one small interface.
+
+Every tokenizer has `encode(text) -> list[int]`, `decode(ids) -> str`, `vocab_size`, and
+`describe() -> dict`, a JSON-able description saved with every checkpoint so that
+`from_description` rebuilds the same tokenizer without the corpus.
+
+- "char": one token per character, the vocabulary being the sorted characters of the corpus.
+- "gpt2": GPT-2's byte-level BPE (50,257 tokens), built offline from the `gpt2.tiktoken` ranks
+  shipped in the package, whose sha256 is checked on load.
+- any other name: a tiktoken encoding by that name (e.g. "cl100k_base"), when tiktoken can load
+  it, which means from its cache or the network; otherwise a clear error naming the offline choices.
+"""
+
+from importlib import resources
+
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+
+from .errors import UserError
+
+GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+# tiktoken's split pattern for GPT-2 (r50k_base): contractions, letters, numbers, other symbols
+# and whitespace are split apart before BPE merges bytes within each piece.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+END_OF_TEXT = "<|endoftext|>"
+OFFLINE_CHOICES = "'char' or 'gpt2' (both work offline)"
+
+
+class CharTokenizer:
+    """One token per character of a fixed alphabet."""
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.vocab_size = len(chars)
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown)
+            raise UserError(
+                f"the text has characters outside this character-level vocabulary: {shown}; "
+                "use only characters that occur in the training corpus"
+            )
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def describe(self) -> dict:
+        return {"kind": "char", "chars": self.chars}
+
+
+class TiktokenTokenizer:
+    """A byte-level BPE tokenizer from tiktoken; encodes any text."""
+
+    def __init__(self, name: str, encoding: tiktoken.Encoding):
+        self.name = name
+        self.encoding = encoding
+        self.vocab_size = encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        # The corpus is plain text: "<|endoftext|>" in it is ordinary characters, not the special token.
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode(ids)
+
+    def describe(self) -> dict:
+        return {"kind": "tiktoken", "name": self.name}
+
+
+def gpt2_encoding() -> tiktoken.Encoding:
+    """GPT-2's encoding from the ranks file shipped in the package: no network needed."""
+    path = resources.files("minitransformer") / "assets" / "gpt2.tiktoken"
+    try:
+        ranks = load_tiktoken_bpe(str(path), expected_hash=GPT2_RANKS_SHA256)
+    except ValueError as error:  # tiktoken's message on a hash mismatch
+        raise UserError(f"the shipped GPT-2 ranks file {path} is damaged ({error}); reinstall minitransformer")
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={END_OF_TEXT: 50256},
+        explicit_n_vocab=50257,
+    )
+
+
+def tiktoken_encoding(name: str) -> tiktoken.Encoding:
+    """Any other tiktoken encoding, if tiktoken can load it (cached or downloadable)."""
+    if name not in tiktoken.list_encoding_names():
+        raise UserError(
+            f"unknown tokenizer {name!r}; choose {OFFLINE_CHOICES}, or a tiktoken encoding: "
+            f"{tiktoken.list_encoding_names()}"
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as error:  # tiktoken raises requests' or urllib's errors when offline
+        raise UserError(
+            f"tiktoken could not load the encoding {name!r} ({type(error).__name__}): it needs the "
+            f"network or tiktoken's cache; offline, choose {OFFLINE_CHOICES}"
+        )
+
+
+def tiktoken_tokenizer(name: str) -> TiktokenTokenizer:
+    """GPT-2's tokenizer from the shipped ranks, or another tiktoken encoding by name."""
+    return TiktokenTokenizer(name, gpt2_encoding() if name == "gpt2" else tiktoken_encoding(name))
+
+
+def build_tokenizer(kind: str, corpus_text: str) -> CharTokenizer | TiktokenTokenizer:
+    """The tokenizer named by `data.tokenizer`; "char" builds its vocabulary from the corpus."""
+    if kind == "char":
+        return CharTokenizer.from_text(corpus_text)
+    return tiktoken_tokenizer(kind)
+
+
+def from_description(description: dict) -> CharTokenizer | TiktokenTokenizer:
+    """Rebuild a tokenizer from what `describe()` returned."""
+    kind = description.get("kind")
+    if kind == "char":
+        return CharTokenizer(description["chars"])
+    if kind == "tiktoken":
+        return tiktoken_tokenizer(description["name"])
+    raise UserError(f"unknown tokenizer description {description!r}; the checkpoint may be damaged")

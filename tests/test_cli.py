@@ -1,0 +1,164 @@
+"""The command line end to end: train the tiny config, sample from it, resume, and every error path."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitransformer.cli import main
+
+ROOT = Path(__file__).parent.parent
+TINY = str(ROOT / "configs" / "tiny.toml")
+QUICK = ["--set", "train.sample_tokens=0", "--set", "train.eval_batches=2"]
+
+
+def train_tiny(out: Path, *extra: str) -> int:
+    return main(["train", "--config", TINY, "--out", str(out), *QUICK, *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "tiny"
+    assert train_tiny(out, "--set", "train.max_steps=40", "--set", "train.eval_interval=20") == 0
+    return out
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_training_writes_checkpoints_and_metrics(tiny_run):
+    for name in ("last", "best"):
+        assert sorted(p.name for p in (tiny_run / name).iterdir()) == ["config.json", "model.pt", "state.pt", "tokenizer.json"]
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 20, 40]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learned something
+
+
+def test_checkpoint_loads_without_unpickling_code(tiny_run):
+    state = torch.load(tiny_run / "last" / "model.pt", weights_only=True)
+    assert "wte.weight" in state and not any(key.startswith("_orig_mod.") for key in state)
+    train_state = torch.load(tiny_run / "last" / "state.pt", weights_only=True)
+    assert train_state["step"] == 40
+
+
+def test_sample_streams_text_from_the_checkpoint(tiny_run, capsys):
+    assert main(["sample", "--checkpoint", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "50", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 50 + 1
+    main(["sample", "--checkpoint", str(tiny_run / "last"), "--prompt", "ROMEO:", "--max-new-tokens", "50", "--seed", "3"])
+    assert capsys.readouterr().out == first  # same seed, same text; best and last are the final step here
+
+
+def test_num_samples_and_greedy(tiny_run, capsys):
+    assert main(["sample", "--checkpoint", str(tiny_run), "--num-samples", "2", "--temperature", "0", "--max-new-tokens", "20"]) == 0
+    first, second = capsys.readouterr().out.split("\n---------------\n")
+    assert first == second.rstrip("\n") or first.rstrip("\n") == second.rstrip("\n")  # greedy repeats itself
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["sample", "--checkpoint", "RUN", "--prompt", "héllo ~"], "'é'"),
+    (["sample", "--checkpoint", "RUN", "--top-p", "2"], "top_p"),
+    (["sample", "--checkpoint", "RUN", "--prompt", ""], "prompt is empty"),
+    (["sample", "--checkpoint", "NOWHERE"], "no checkpoint"),
+    (["train", "--config", TINY, "--set", "model.n_heads=2"], "valid keys"),
+    (["train", "--config", TINY, "--set", "train.batch_size=-1"], "train.batch_size"),
+    (["train", "--config", TINY, "--device", "tpu"], "unknown device"),
+    (["train", "--config", TINY, "--set", "data.corpus=NOWHERE/x.txt"], "neither a file nor a folder"),
+    (["train", "--config", "NOWHERE.toml"], "does not exist"),
+])
+def test_user_errors_are_one_line_and_exit_2(tiny_run, tmp_path, capsys, args, fragment):
+    args = [arg.replace("RUN", str(tiny_run)).replace("NOWHERE", str(tmp_path / "missing")) for arg in args]
+    if args[0] == "train":
+        args += ["--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert fragment in error_line(capsys)
+
+
+def test_training_over_an_existing_run_is_refused(tiny_run, capsys):
+    assert main(["train", "--config", TINY, "--out", str(tiny_run)]) == 2
+    assert "--resume" in error_line(capsys)
+
+
+def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("config.json", "tokenizer.json", "state.pt"):
+        (damaged / name).write_bytes((tiny_run / "last" / name).read_bytes())
+    (damaged / "model.pt").write_bytes((tiny_run / "last" / "model.pt").read_bytes()[:500])
+    assert main(["sample", "--checkpoint", str(damaged)]) == 2
+    assert "damaged" in error_line(capsys)
+
+
+def test_resume_follows_the_same_curve(tmp_path):
+    """2N steps in one go equal N steps, a stop, and N more after --resume (dropout on, so the
+    random-number state matters too)."""
+    common = ["--set", "train.max_steps=30", "--set", "train.eval_interval=5", "--set", "model.dropout=0.1"]
+    assert train_tiny(tmp_path / "straight", *common) == 0
+    assert train_tiny(tmp_path / "paused", *common, "--pause-after", "15") == 0
+    assert json.loads((tmp_path / "paused" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 15
+    assert main(["train", "--out", str(tmp_path / "paused"), "--resume"]) == 0
+
+    def curve(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(row["step"], row["train_loss"], row["val_loss"]) for row in rows]
+
+    assert curve(tmp_path / "paused") == curve(tmp_path / "straight")
+    assert len(curve(tmp_path / "straight")) == 7
+    straight = torch.load(tmp_path / "straight" / "last" / "model.pt", weights_only=True)
+    paused = torch.load(tmp_path / "paused" / "last" / "model.pt", weights_only=True)
+    for key in straight:
+        assert torch.equal(straight[key], paused[key]), key
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """2 micro-batches of 8 give the same first step as one batch of 16 (the loss is divided)."""
+    from minitransformer.config import load_config
+    from minitransformer.train import train
+
+    results = []
+    for name, batch, accum in (("big", 16, 1), ("accum", 8, 2)):
+        config = load_config(TINY, (f"train.out_dir={tmp_path / name}", f"train.batch_size={batch}",
+                                    f"train.grad_accum={accum}", "train.max_steps=1", "train.sample_tokens=0"))
+        train(config, quiet=True)
+        results.append(torch.load(tmp_path / name / "last" / "model.pt", weights_only=True))
+    for key in results[0]:
+        torch.testing.assert_close(results[1][key], results[0][key], atol=1e-6, rtol=1e-5)
+
+
+def run_command(*args, **kwargs):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, **kwargs)
+
+
+def test_entry_points():
+    assert "train" in run_command("-m", "minitransformer", "--help").stdout
+    assert run_command("-m", "minitransformer", "--version").stdout.startswith("minitransformer ")
+    assert "--resume" in run_command("scripts/train.py", "--help").stdout
+    assert "--top-p" in run_command("scripts/sample.py", "--help").stdout
+
+
+def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
+         "--set", "train.max_steps=100000", "--set", "train.eval_interval=50", *QUICK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stdout and "Traceback" not in stderr
+    step = torch.load(out / "last" / "state.pt", weights_only=True)["step"]
+    assert step >= 50

@@ -1,0 +1,198 @@
+"""Looking inside: captured attention maps, the inspect and plot commands, and the debugger stop."""
+
+import io
+import json
+import math
+import pdb
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from minitransformer import GPT
+from minitransformer.attention import causal_mask
+from minitransformer.cli import main
+from minitransformer.inspection import break_in_attention, capture_attention, readable_token
+from minitransformer.positional import apply_rotary
+from tests.helpers import ATTENTIONS, POSITIONS, small_config
+
+ROOT = Path(__file__).parent.parent
+TINY = str(ROOT / "configs" / "tiny.toml")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("inspect") / "tiny"
+    assert main(["train", "--config", TINY, "--out", str(out), "--set", "train.max_steps=30",
+                 "--set", "train.sample_tokens=0", "--set", "train.eval_batches=2"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_captured_maps_equal_a_recomputation_from_q_and_k(position):
+    model = GPT(small_config(position=position)).eval()
+    idx = torch.randint(0, 37, (2, 11))
+    inputs = {}
+    hooks = [block.attn.register_forward_pre_hook(lambda module, args, layer=layer: inputs.__setitem__(layer, args[0]))
+             for layer, block in enumerate(model.blocks)]
+    with capture_attention(model) as maps:
+        model(idx)
+    for hook in hooks:
+        hook.remove()
+    B, T, C, H = 2, 11, 32, 4
+    D = C // H
+    for layer, block in enumerate(model.blocks):
+        q, k, _ = block.attn.c_attn(inputs[layer]).split(C, dim=2)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        if position == "rope":
+            rope = model.rope(torch.arange(T))
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(D)
+        expected = torch.softmax(scores.masked_fill(~causal_mask(T), float("-inf")), dim=-1)
+        assert maps[layer].shape == (B, H, T, T)
+        assert_close(maps[layer], expected, atol=1e-6, rtol=1e-5)
+        assert torch.all(maps[layer][..., ~causal_mask(T)] == 0)
+        assert_close(maps[layer].sum(-1), torch.ones(B, H, T), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_capture_leaves_the_model_as_it_was(attention):
+    model = GPT(small_config(attention=attention)).eval()
+    idx = torch.randint(0, 37, (1, 9))
+    before_state = {key: value.clone() for key, value in model.state_dict().items()}
+    before_logits, _ = model(idx)
+    with capture_attention(model) as maps:
+        during_logits, _ = model(idx)
+        assert all(block.attn.impl == "manual" for block in model.blocks)
+    assert all(m is not None for m in maps)
+    after_logits, _ = model(idx)
+    assert all(block.attn.impl == attention and block.attn.on_weights is None for block in model.blocks)
+    assert_close(during_logits, before_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(after_logits, before_logits)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before_state[key]), key
+
+
+def test_readable_tokens_show_whitespace():
+    assert readable_token(" the\n") == "␣the⏎"
+    assert readable_token("\t") == "⇥"
+
+
+def test_inspect_prints_labelled_heatmaps_and_next_tokens(tiny_run, capsys):
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "To be or", "--layer", "1", "--head", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "layer 1, head 2" in out and "layer 0," not in out
+    assert "T o ␣ b e ␣ o r" in out  # the column labels, one per token
+    assert re.search(r"^7 +r [ ·░▒▓█]{16}$", out, re.MULTILINE)  # last row: label and 8 two-character cells
+    table = out.split("next-token distribution (top 10):\n")[1].strip().splitlines()
+    probabilities = [float(line.split("%")[0]) for line in table]
+    assert len(table) == 10 and probabilities == sorted(probabilities, reverse=True)
+
+
+def test_inspect_shows_every_layer_and_head_by_default(tiny_run, capsys):
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "ab"]) == 0
+    assert capsys.readouterr().out.count("most attended") == 2 * 4
+
+
+def test_inspect_png(tiny_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "attention.png"
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hello", "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect_png_without_matplotlib_says_how_to_install(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("minitransformer.inspector.import_pyplot", lambda: None)
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hello", "--png", str(tmp_path / "a.png")]) == 2
+    assert 'pip install -e ".[plot]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--layer", "5"], "2 layers"),
+    (["--head", "-1"], "4 heads"),
+    (["--break", "x"], "LAYER.HEAD"),
+    (["--break", "0.9"], "4 heads"),
+])
+def test_inspect_bad_indices(tiny_run, capsys, args, fragment):
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hi", *args]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_break_stops_in_the_chosen_layer_with_named_locals():
+    model = GPT(small_config(attention="sdpa")).eval()
+    commands = io.StringIO("p sorted(locals())\np scores.shape\nup\np self.layer\nc\n")
+    output = io.StringIO()
+    debugger = pdb.Pdb(stdin=commands, stdout=output)
+    debugger.use_rawinput = False
+    with break_in_attention(model, layer=1, debugger=debugger), torch.no_grad():
+        logits, _ = model(torch.randint(0, 37, (1, 6)))
+    text = output.getvalue()
+    assert "['D', 'dropout_p', 'dropped', 'k', 'mask', 'out', 'q', 'scale', 'scores', 'v', 'weights']" in text
+    assert "torch.Size([1, 4, 6, 6])" in text
+    assert re.search(r"^\(Pdb\) 1$", text, re.MULTILINE)  # the caller is layer 1's attention module
+    assert logits.shape == (1, 6, 37)  # the pass finished after `c`
+    assert model.blocks[1].attn.impl == "sdpa" and sys.gettrace() is None
+
+
+def test_break_from_the_command_line_reads_pdb_commands_from_a_pipe(tiny_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO",
+         "--break", "1.2"],
+        input="p scores.shape\np weights[0, 2].sum(-1)\nn\nc\n", capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "layer 1" in result.stdout and "p scores[0, 2]" in result.stdout
+    assert "torch.Size([1, 4, 5, 5])" in result.stdout
+    assert "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000])" in result.stdout
+
+
+def test_plot_text_chart_without_matplotlib(tiny_run, capsys, monkeypatch):
+    monkeypatch.setattr("minitransformer.plot.import_pyplot", lambda: None)
+    assert main(["plot", str(tiny_run), "--png", "ignored.png"]) == 0
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert f"val {rows[-1]['val_loss']:.4f}" in out
+    chart = [line for line in out.splitlines() if "|" in line]
+    assert len(chart) == 12 and any("t" in line.split("|")[1] for line in chart) and any("v" in line.split("|")[1] for line in chart)
+
+
+def test_plot_png(tiny_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "loss.png"
+    assert main(["plot", str(tiny_run), "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_metrics_is_a_clear_error(tmp_path, capsys):
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "no metrics" in capsys.readouterr().err
+
+
+def experiment_overrides() -> list[list[str]]:
+    """The --set overrides of every `minitransformer train` command in docs/experiments.md."""
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    commands = [line for line in text.splitlines() if line.startswith("minitransformer train")]
+    return [re.findall(r"--set (\S+)", command) for command in commands]
+
+
+def test_experiments_doc_has_experiments():
+    assert len(experiment_overrides()) >= 5
+
+
+@pytest.mark.parametrize("overrides", experiment_overrides(), ids=lambda o: " ".join(o) or "baseline")
+def test_every_experiment_runs_on_the_tiny_config(overrides, tmp_path):
+    args = ["train", "--config", TINY, "--out", str(tmp_path / "run")]
+    for override in overrides:
+        if not override.startswith(("train.time_budget_s", "train.max_steps")):
+            args += ["--set", override]
+    args += ["--set", "train.max_steps=4", "--set", "train.eval_interval=2", "--set", "train.sample_tokens=0",
+             "--set", "train.eval_batches=1"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 2, 4] and all(math.isfinite(row["val_loss"]) for row in rows)
