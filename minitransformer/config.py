@@ -55,8 +55,8 @@ def check_positive(section: str, config, *names: str) -> None:
 class ModelConfig:
     """The shape and options of a GPT.
 
-    The last three fields exist for the "break it" experiments in docs/experiments.md; a normal
-    model keeps their defaults.
+    `causal = false`, `scale_attention = false` and `position = "none"` exist only for the
+    "break it" experiments in docs/experiments.md; never train a real model with them.
     """
 
     vocab_size: int  # V, set from the tokenizer
@@ -66,10 +66,10 @@ class ModelConfig:
     n_embd: int = 384  # C; each head has D = C // H dimensions
     dropout: float = 0.0
     bias: bool = True  # biases in the linear layers and LayerNorms, as GPT-2 has them
-    position: str = "learned"  # one of POSITIONS
+    position: str = "learned"  # one of POSITIONS; "none" is an experiment only
     attention: str = "manual"  # one of ATTENTIONS
-    causal: bool = True  # experiment: False lets every position see the future
-    scale_attention: bool = True  # experiment: False drops the 1/sqrt(D) in attention scores
+    causal: bool = True  # experiment only: False lets every position see the future
+    scale_attention: bool = True  # experiment only: False drops the 1/sqrt(D) in attention scores
     tie_weights: bool = True  # the output head shares the token embedding's weights, as GPT-2
 
     def __post_init__(self):

@@ -101,7 +101,7 @@ def top_attended(weights: torch.Tensor, labels: list[str], k: int = 3) -> str:
     lines = []
     for i in range(weights.shape[0]):
         values, where = weights[i, : i + 1].topk(min(k, i + 1))
-        targets = ", ".join(f"{j}:{labels[j]} {v:.2f}" for v, j in zip(values.tolist(), where.tolist()))
+        targets = ", ".join(f"{labels[j]}@{j} {v:.2f}" for v, j in zip(values.tolist(), where.tolist()))
         lines.append(f"  {i:>3} {labels[i]:<8} -> {targets}")
     return "\n".join(lines)
 

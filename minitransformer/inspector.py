@@ -100,7 +100,7 @@ def inspect_model(
         for shown_head in heads:
             weights = maps[shown_layer][0, shown_head]  # (T, T)
             print(heatmap(weights, labels, f"layer {shown_layer}, head {shown_head}"))
-            print("most attended (position:token weight):")
+            print("most attended (token@position weight):")
             print(top_attended(weights, labels) + "\n")
     print("next-token distribution (top 10):")
     print(next_token_table(logits[0, -1], loaded.tokenizer.decode))

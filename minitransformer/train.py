@@ -227,6 +227,11 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         if device.type == "cuda" and "cuda" in saved["rng"]:
             torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
         state = {key: saved[key] for key in state}
+        if state["step"] >= cfg.max_steps or cfg.time_budget_s > 0 and state["elapsed_s"] >= cfg.time_budget_s:
+            raise UserError(
+                f"the run in {out_dir} has finished (step {state['step']}, {state['elapsed_s']:.0f}s of training); "
+                "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
+            )
         keep_metrics_until(metrics_path, state["step"])
     else:
         model = GPT(model_config).to(device)
@@ -316,8 +321,8 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         save("last")
     bar.close()
     if stopped_by == "interrupt":
-        print(f"interrupted at step {state['step']}; saved {out_dir / 'last'}. Resume with the same "
-              f"command and --resume (e.g. minitransformer train --out {out_dir} --resume)")
+        print(f"interrupted at step {state['step']}; saved {out_dir / 'last'}. "
+              f"Resume with: minitransformer train --out {out_dir} --resume")
     elif stopped_by is None and cfg.sample_tokens > 0 and not quiet:
         print_sample(model, dataset, cfg.sample_tokens, device, cfg.seed)
     return {"step": state["step"], "losses": losses, "stopped_by": stopped_by}
