@@ -86,6 +86,8 @@ def inspect_model(
                 model(idx)
         except bdb.BdbQuit:
             print("left the debugger (quit)")
+            return
+        print("the forward pass finished; run without --break to see the attention heatmaps")
         return
 
     for name, value, count in (("layer", layer, config.n_layer), ("head", head, config.n_head)):
