@@ -88,6 +88,11 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         split = int(len(text) * (1 - val_fraction))
         for name, part in (("train", text[:split]), ("val", text[split:])):
             ids = np.array(tokenizer.encode(part), dtype=meta["dtype"])
+            if len(ids) == 0:
+                raise UserError(
+                    f"data.corpus {corpus!r} is too short: its {name} split is empty; "
+                    "use a longer text or change data.val_fraction"
+                )
             meta[f"{name}_tokens"] = len(ids)
             write_atomically(data_dir / f"{name}.bin", ids.tofile)
         write_atomically(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=2)))

@@ -162,3 +162,10 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
     assert "--resume" in stdout and "Traceback" not in stderr
     step = torch.load(out / "last" / "state.pt", weights_only=True)["step"]
     assert step >= 50
+
+
+def test_corpus_shorter_than_a_window_is_a_clear_error(tmp_path, capsys):
+    corpus = tmp_path / "short.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 4)  # 172 characters; val gets 18
+    assert main(["train", "--config", TINY, "--out", str(tmp_path / "run"), "--set", f"data.corpus={corpus}"]) == 2
+    assert "too few for model.block_size = 32" in error_line(capsys)

@@ -75,6 +75,13 @@ def test_bad_corpus_is_a_clear_error(tmp_path, make, message):
         read_corpus(make(tmp_path))
 
 
+def test_corpus_too_short_for_a_split_is_a_clear_error(tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("abcdefgh")
+    with pytest.raises(UserError, match="train split is empty"):
+        prepare_data(str(tiny), "char", 0.9, tmp_path / "data")  # int(8 * 0.1) = 0 characters
+
+
 def test_token_dtype_widens_past_65536():
     assert token_dtype(65) == np.uint16
     assert token_dtype(65536) == np.uint16  # ids 0..65535 fit
