@@ -83,6 +83,14 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
+def damaged(path: Path, error: Exception) -> UserError:
+    """The one error for a checkpoint folder whose files cannot be read."""
+    return UserError(
+        f"the checkpoint at {path} is damaged ({type(error).__name__}: {error}); "
+        f"it needs {', '.join(FILES)}; use another checkpoint or train again"
+    )
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a checkpoint folder (or a run folder's best one) onto device."""
     path = find_checkpoint(path)
@@ -95,11 +103,18 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     except UserError:
         raise
     except Exception as error:  # a missing file, bad JSON, a truncated or foreign tensor file
-        raise UserError(
-            f"the checkpoint at {path} is damaged ({type(error).__name__}: {error}); "
-            f"it needs {', '.join(FILES)}; use another checkpoint or train again"
-        )
+        raise damaged(path, error)
     return Checkpoint(path, model_config, config["run"], tokenizer, model_state, train_state)
+
+
+def read_run_config(path: str | Path) -> dict:
+    """The whole run's config saved in a checkpoint folder (or a run folder's best one), read
+    without loading any tensors."""
+    path = find_checkpoint(path)
+    try:
+        return json.loads((path / "config.json").read_text())["run"]
+    except Exception as error:  # a missing file, bad JSON, no "run" entry
+        raise damaged(path, error)
 
 
 def model_from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> GPT:

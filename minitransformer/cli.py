@@ -18,7 +18,7 @@ INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C 
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .checkpoint import find_checkpoint
+    from .checkpoint import read_run_config
     from .train import train
 
     overrides = list(args.set)
@@ -29,8 +29,7 @@ def run_train(args: argparse.Namespace) -> int:
     tables = None
     if args.resume and args.config is None:
         # Without --config, a resumed run continues with the config it was started with.
-        saved = find_checkpoint(Path(args.out or DEFAULT_RUN) / "last") / "config.json"
-        tables = json.loads(saved.read_text())["run"]
+        tables = read_run_config(Path(args.out or DEFAULT_RUN) / "last")
     config = load_config(args.config, tuple(overrides), tables)
     result = train(config, resume=args.resume, pause_after=args.pause_after)
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0

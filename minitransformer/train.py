@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
 from .errors import UserError
@@ -88,34 +88,25 @@ def make_optimizers(model: GPT, train: TrainConfig) -> list[torch.optim.Optimize
     """
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
-    betas = (train.beta1, train.beta2)
-    if train.optimizer == "adamw":
-        groups = [
-            {"params": matrices, "weight_decay": train.weight_decay},
-            {"params": vectors, "weight_decay": 0.0},
-        ]
-        for group in groups:
-            group["peak_lr"] = group["lr"] = train.learning_rate
-        return [torch.optim.AdamW(groups, betas=betas)]
-    block_matrices = [p for p in model.blocks.parameters() if p.dim() >= 2]
-    in_blocks = {id(p) for p in block_matrices}
-    others = [p for p in matrices if id(p) not in in_blocks]
-    muon = torch.optim.Muon(
-        [{"params": block_matrices, "lr": train.muon_learning_rate, "peak_lr": train.muon_learning_rate}],
-        weight_decay=train.weight_decay,
-        adjust_lr_fn="original",
-    )
+    muon_matrices = [p for p in model.blocks.parameters() if p.dim() >= 2] if train.optimizer == "muon" else []
+    in_muon = {id(p) for p in muon_matrices}
     adamw = torch.optim.AdamW(
         [
-            {"params": others, "weight_decay": train.weight_decay},
+            {"params": [p for p in matrices if id(p) not in in_muon], "weight_decay": train.weight_decay},
             {"params": vectors, "weight_decay": 0.0},
         ],
         lr=train.learning_rate,
-        betas=betas,
+        betas=(train.beta1, train.beta2),
     )
-    for group in adamw.param_groups:
-        group["peak_lr"] = train.learning_rate
-    return [muon, adamw]
+    optimizers = [adamw]
+    if muon_matrices:
+        muon = torch.optim.Muon(muon_matrices, lr=train.muon_learning_rate, weight_decay=train.weight_decay,
+                                adjust_lr_fn="original")
+        optimizers = [muon, adamw]
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["peak_lr"] = group["lr"]
+    return optimizers
 
 
 def lr_at(step: int, progress: float, train: TrainConfig) -> float:
@@ -211,7 +202,7 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     batch_generator = torch.Generator().manual_seed(cfg.seed)
     state = {"step": 0, "elapsed_s": 0.0, "best_val_loss": float("inf")}
     if resume:
-        checkpoint = load_checkpoint(find_checkpoint(out_dir / "last"), device)
+        checkpoint = load_checkpoint(out_dir / "last", device)
         if checkpoint.model_config != model_config:
             raise UserError(
                 f"the run in {out_dir} has a different model ({checkpoint.model_config}); resume with "
