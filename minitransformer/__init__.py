@@ -1,6 +1,6 @@
 """minitransformer: a minimal, explicit GPT in PyTorch, to read, train, sample from and step through."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .config import ModelConfig  # noqa: E402  (the version comes first: checkpoint.py imports it)
 from .generate import generate  # noqa: E402

@@ -1,35 +1,41 @@
 """Checkpoints: a folder holding everything needed to sample from a model or continue training it.
 
 A checkpoint folder (a run keeps two, `last/` and `best/`) holds:
-- `model.pt`: the weights, a state dict of tensors;
+- `model.safetensors`: the weights (`model.pt` in checkpoints written before version 0.2, still read);
 - `config.json`: the model's config and the whole run's config;
 - `tokenizer.json`: the tokenizer's description, to rebuild it without the corpus;
-- `state.pt`: the training state (step, optimizer, random-number generators, best val loss).
+- `state.pt`: the training state (step, optimizer, schedule, random-number generators, best val loss).
 
 Design choices:
-- Loading never runs code from a file: tensors come through `torch.load(..., weights_only=True)`,
-  the rest is JSON.
-- A checkpoint is written into `NAME.tmp/` and then swapped in by renames, so a crash leaves the
-  previous checkpoint intact: under `NAME/`, or, if it struck between the two renames, under
-  `NAME.old/`, where loading finds it.
-- A missing or damaged checkpoint is a `UserError` that says what to do, never a traceback.
+- Loading never runs code from a file: safetensors holds tensors and nothing else, `state.pt` is
+  read with `torch.load(..., weights_only=True)`, the rest is JSON.
+- The tied output head (`lm_head.weight`, the same matrix as `wte.weight`) is stored once, as
+  Hugging Face's GPT-2 files do; loading ties it again.
+- A checkpoint is written into `NAME.tmp/`, fsynced and swapped in by renames (files.py), so a
+  crash leaves the previous checkpoint intact: under `NAME/`, or, if it struck between the two
+  renames, under `NAME.old/`, where loading finds it. Weights with NaN or infinite values are
+  never written, and never loaded.
+- A missing or damaged checkpoint is a `UserError` of one line that says what to do.
 """
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import ModelConfig
 from .errors import UserError
+from .files import write_folder_atomically
 from .model import GPT
 from .tokenizer import CharTokenizer, TiktokenTokenizer, from_description
 
-FILES = ("model.pt", "config.json", "tokenizer.json", "state.pt")
+WEIGHTS = "model.safetensors"
+LEGACY_WEIGHTS = "model.pt"  # written by minitransformer 0.1
+FILES = (WEIGHTS, "config.json", "tokenizer.json", "state.pt")
+TIED_HEAD = "lm_head.weight"
 
 
 @dataclass
@@ -44,27 +50,51 @@ class Checkpoint:
     train_state: dict
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def weights_of(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's weights to store: contiguous CPU tensors, the tied head left out."""
+    state = model.state_dict()
+    if model.config.tie_weights:
+        state.pop(TIED_HEAD)
+    return {name: tensor.detach().to("cpu").contiguous() for name, tensor in state.items()}
+
+
 def save_checkpoint(
     path: Path,
-    model: torch.nn.Module,
+    model: GPT,
     run_config: dict,
     tokenizer: CharTokenizer | TiktokenTokenizer,
     train_state: dict,
 ) -> None:
-    """Write a checkpoint folder at path, replacing any checkpoint there only once it is complete."""
-    temp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    torch.save(model.state_dict(), temp / "model.pt")
+    """Write a checkpoint folder at path, replacing any checkpoint there only once it is complete.
+
+    Raises UserError (leaving the previous checkpoint as it was) for non-finite weights, and when
+    the disk is full or the folder cannot be written.
+    """
+    weights = weights_of(model)
+    bad = non_finite(weights)
+    if bad:
+        raise UserError(f"not saving {path}: the weights hold NaN or infinite values ({bad[0]}, ...); "
+                        "the previous checkpoint is kept")
     config = {"model": asdict(model.config), "run": run_config, "version": __version__}
-    (temp / "config.json").write_text(json.dumps(config, indent=2))
-    (temp / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
-    torch.save(train_state, temp / "state.pt")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(temp, path)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        save_file(weights, folder / WEIGHTS, metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
+        torch.save(train_state, folder / "state.pt")
+
+    try:
+        write_folder_atomically(path, write)
+    except OSError as error:
+        raise UserError(
+            f"could not save the checkpoint {path} ({error.strerror or error}); the previous checkpoint is intact; "
+            "free some disk space or fix the folder's permissions, then resume with --resume"
+        )
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -75,7 +105,7 @@ def find_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     for candidate in (path, path / "best", path / "last"):
         for folder in (candidate, candidate.with_name(candidate.name + ".old")):
-            if (folder / "model.pt").is_file():
+            if (folder / WEIGHTS).is_file() or (folder / LEGACY_WEIGHTS).is_file():
                 return folder
     raise UserError(
         f"no checkpoint at {path}; pass a run folder written by `minitransformer train` "
@@ -84,11 +114,19 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def damaged(path: Path, error: Exception) -> UserError:
-    """The one error for a checkpoint folder whose files cannot be read."""
+    """The one error for a checkpoint folder whose files cannot be read (the cause in a few words)."""
+    cause = (str(error).strip().splitlines() or [""])[0][:120]
     return UserError(
-        f"the checkpoint at {path} is damaged ({type(error).__name__}: {error}); "
-        f"it needs {', '.join(FILES)}; use another checkpoint or train again"
+        f"the checkpoint at {path} is damaged ({type(error).__name__}: {cause}); "
+        "use another checkpoint (its run's last/ or best/) or train again"
     )
+
+
+def read_weights(path: Path, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint folder, from model.safetensors or an old model.pt."""
+    if (path / WEIGHTS).is_file():
+        return load_file(path / WEIGHTS, device=str(device))
+    return torch.load(path / LEGACY_WEIGHTS, map_location=device, weights_only=True)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
@@ -98,12 +136,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         config = json.loads((path / "config.json").read_text())
         tokenizer = from_description(json.loads((path / "tokenizer.json").read_text()))
         model_config = ModelConfig(**config["model"])
-        model_state = torch.load(path / "model.pt", map_location=device, weights_only=True)
+        model_state = read_weights(path, device)
         train_state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except UserError:
         raise
     except Exception as error:  # a missing file, bad JSON, a truncated or foreign tensor file
         raise damaged(path, error)
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise damaged(path, ValueError(
+            f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}"))
     return Checkpoint(path, model_config, config["run"], tokenizer, model_state, train_state)
 
 
@@ -112,16 +153,47 @@ def read_run_config(path: str | Path) -> dict:
     without loading any tensors."""
     path = find_checkpoint(path)
     try:
-        return json.loads((path / "config.json").read_text())["run"]
+        run = json.loads((path / "config.json").read_text())["run"]
+        if not isinstance(run, dict):
+            raise TypeError("the run config is not a table")
+        return run
     except Exception as error:  # a missing file, bad JSON, no "run" entry
         raise damaged(path, error)
 
 
+def mismatch(model: GPT, state: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between the model's tensors and state's, in a few words; None if they fit."""
+    expected = model.state_dict()
+    if model.config.tie_weights:
+        expected.pop(TIED_HEAD)
+        state = {name: t for name, t in state.items() if name != TIED_HEAD}
+    for name, tensor in expected.items():
+        if name not in state:
+            return f"{name} is missing"
+        if state[name].shape != tensor.shape:
+            return f"{name} is {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}"
+    unexpected = sorted(state.keys() - expected.keys())
+    return f"{unexpected[0]} is not part of this model" if unexpected else None
+
+
+def load_weights(model: GPT, state: dict[str, torch.Tensor], source: Path) -> GPT:
+    """Copy state into model, after checking that it fits and holds only finite numbers."""
+    problem = mismatch(model, state)
+    if problem:
+        raise UserError(f"the weights in {source} do not fit its config ({problem}); the checkpoint is damaged")
+    bad = non_finite(state)
+    if bad:
+        raise UserError(
+            f"the weights in {source} hold NaN or infinite values ({bad[0]}): that training diverged; "
+            "use an earlier checkpoint, or train again with a lower learning rate"
+        )
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name in state:
+                tensor.copy_(state[name])
+    return model
+
+
 def model_from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> GPT:
     """A GPT built from the checkpoint's config, with its weights loaded."""
-    model = GPT(checkpoint.model_config).to(device)
-    try:
-        model.load_state_dict(checkpoint.model_state)
-    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
-        raise UserError(f"the weights in {checkpoint.path} do not fit its config.json ({error}); the checkpoint is damaged")
-    return model
+    return load_weights(GPT(checkpoint.model_config).to(device), checkpoint.model_state, checkpoint.path)

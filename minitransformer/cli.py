@@ -1,7 +1,8 @@
 """The `minitransformer` command line: argument parsing only; the work lives in other modules.
 
-Design choice: a `UserError` raised anywhere below is printed as one line on stderr with exit
-code 2; any other exception is a bug and keeps its traceback.
+Design choice: a `UserError` raised anywhere below, and an `OSError` (the environment refusing:
+a full disk, a read-only folder), is printed as one line on stderr with exit code 2; Ctrl-C exits
+with 130; any other exception is a bug and keeps its traceback.
 """
 
 import argparse
@@ -44,7 +45,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .inspector import inspect_model
+    from .inspect_command import inspect_model
 
     inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device)
     return 0
@@ -118,4 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Training saves and says how to resume on the first Ctrl-C; this is a Ctrl-C anywhere
+        # else (start-up, data preparation, a second Ctrl-C). Every file is written atomically,
+        # so nothing half-written is left behind.
+        print("\ninterrupted (Ctrl-C); files already saved are intact", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except OSError as error:
+        # The environment refused: a full disk, a read-only or vanished folder, a path that is a
+        # file. Not a bug in the program, so one line rather than a traceback.
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}; check the disk space and the permissions there",
+              file=sys.stderr)
         return 2

@@ -121,7 +121,7 @@ class TrainConfig:
 
     out_dir: str = "runs/shakespeare_char"
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), or a name such as "cpu" or "cuda:0"
-    dtype: str = "auto"  # "auto" picks bfloat16 where it is faster (see train.choose_dtype)
+    dtype: str = "auto"  # "auto" picks bfloat16 where it is faster (see device.choose_dtype)
     seed: int = 1337
     batch_size: int = 8  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -132,7 +132,7 @@ class TrainConfig:
     muon_learning_rate: float = 0.02  # Muon's peak learning rate, when optimizer = "muon"
     min_lr_ratio: float = 0.02  # the cosine decays to learning_rate * min_lr_ratio
     warmup_steps: int = 100
-    weight_decay: float = 0.1  # on matrices only; biases, LayerNorms and embeddings get none
+    weight_decay: float = 0.1  # on matrices (embeddings included); biases and LayerNorms get none
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # maximum global gradient norm; 0 turns clipping off
@@ -213,6 +213,12 @@ def read_toml(path: str) -> dict:
         raise UserError(f"config file {path} does not exist; pass a path such as configs/tiny.toml")
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML: {error}")
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; pass a TOML file such as configs/tiny.toml")
+    except OSError as error:
+        raise UserError(f"config file {path} cannot be read ({error.strerror}); pass a readable TOML file")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; pass a TOML file such as configs/tiny.toml")
 
 
 def load_config(path: str | None = None, overrides: tuple[str, ...] = (), tables: dict | None = None) -> RunConfig:

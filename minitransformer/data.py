@@ -8,8 +8,10 @@ Design choices:
 - Token ids are stored as uint16 when every id fits (vocab_size <= 65,536) and as uint32
   otherwise; a larger id stored as uint16 would silently wrap around.
 - The tokenised files live in `<run dir>/data/` with a `meta.json` that records the corpus's
-  sha256, the tokenizer and the split. A later run reuses them only if all three match;
-  otherwise they are rebuilt. `meta.json` is written last, so an interrupted preparation is redone.
+  sha256, the tokenizer, the split and each file's token count. A later run reuses them only if
+  all of these match (the files' sizes included); otherwise they are rebuilt. The folder is built
+  under a temporary name and swapped in whole, so an interrupted preparation leaves the previous
+  folder as it was, never new bins beside an old meta.json.
 - A batch is B random windows of block_size + 1 tokens: inputs are the first block_size tokens,
   targets the same window shifted by one. Positions come from a `torch.Generator`, whose state a
   checkpoint saves, so a resumed run draws the same batches as an uninterrupted one.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .files import write_atomically
+from .files import write_folder_atomically
 from .tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
 
 SHIPPED_CORPUS = "tinyshakespeare"
@@ -70,8 +72,37 @@ class Dataset:
     tokenizer: CharTokenizer | TiktokenTokenizer
 
 
-def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path) -> Dataset:
-    """Tokenise the corpus into data_dir, or reuse what an earlier run left there."""
+def bins_match(data_dir: Path, meta: dict) -> bool:
+    """True when train.bin and val.bin hold exactly the number of tokens meta.json records."""
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for name in ("train", "val"):
+        path = data_dir / f"{name}.bin"
+        if not path.is_file() or path.stat().st_size != meta.get(f"{name}_tokens", -1) * itemsize:
+            return False
+    return True
+
+
+def write_splits(text: str, tokenizer, meta: dict, corpus: str, folder: Path) -> None:
+    """Tokenise the two splits into folder/train.bin and folder/val.bin, then write meta.json."""
+    split = int(len(text) * (1 - meta["val_fraction"]))
+    for name, part in (("train", text[:split]), ("val", text[split:])):
+        ids = np.array(tokenizer.encode(part), dtype=meta["dtype"])
+        if len(ids) == 0:
+            raise UserError(
+                f"data.corpus {corpus!r} is too short: its {name} split is empty; "
+                "use a longer text or change data.val_fraction"
+            )
+        meta[f"{name}_tokens"] = len(ids)
+        ids.tofile(folder / f"{name}.bin")
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path, say=print) -> Dataset:
+    """Tokenise the corpus into data_dir, or reuse what an earlier run left there.
+
+    The folder is built whole under `data.tmp/` and swapped in, so its bins and meta.json always
+    belong together; on reuse, each bin's size is checked against meta.json as well.
+    """
     text = read_corpus(corpus)
     tokenizer = build_tokenizer(tokenizer_kind, text)
     meta = {
@@ -82,20 +113,22 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
     }
     meta_path = data_dir / "meta.json"
-    cached = json.loads(meta_path.read_text()) if meta_path.exists() else None
-    if cached is None or {key: cached.get(key) for key in meta} != meta:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        split = int(len(text) * (1 - val_fraction))
-        for name, part in (("train", text[:split]), ("val", text[split:])):
-            ids = np.array(tokenizer.encode(part), dtype=meta["dtype"])
-            if len(ids) == 0:
-                raise UserError(
-                    f"data.corpus {corpus!r} is too short: its {name} split is empty; "
-                    "use a longer text or change data.val_fraction"
-                )
-            meta[f"{name}_tokens"] = len(ids)
-            write_atomically(data_dir / f"{name}.bin", ids.tofile)
-        write_atomically(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=2)))
+    try:
+        cached = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    except (OSError, ValueError):
+        cached = None
+    reusable = isinstance(cached, dict) and {key: cached.get(key) for key in meta} == meta
+    if reusable and not bins_match(data_dir, cached):
+        say(f"note: the tokenised data in {data_dir} does not match its meta.json; preparing it again")
+        reusable = False
+    if reusable:
+        meta = cached
+    else:
+        try:
+            write_folder_atomically(data_dir, lambda folder: write_splits(text, tokenizer, meta, corpus, folder))
+        except OSError as error:
+            raise UserError(f"could not write the tokenised data to {data_dir} ({error.strerror or error}); "
+                            "free some disk space or choose another --out")
     return Dataset(
         train=np.memmap(data_dir / "train.bin", dtype=meta["dtype"], mode="r"),
         val=np.memmap(data_dir / "val.bin", dtype=meta["dtype"], mode="r"),

@@ -16,6 +16,7 @@ Design choices:
   whose probabilities reach p. A `torch.Generator` makes sampling reproducible.
 """
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -27,8 +28,8 @@ from .model import GPT
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise UserError for settings that select no token."""
-    if temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -45,7 +46,10 @@ def sample_next(
     """Choose one token per row from logits (B, V); returns (B, 1) token ids."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits.float() / temperature
+    # Subtracting each row's maximum first changes no probability, but keeps a tiny temperature
+    # (1e-40) from overflowing: the best token scores 0 and every other -inf, which is greedy.
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
     if top_k is not None and top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))

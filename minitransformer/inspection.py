@@ -143,8 +143,14 @@ def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb 
             return debugger.trace_dispatch
         return in_attention
 
+    # A tracer may already be installed (coverage, an IDE's debugger): every other frame stays
+    # its to trace, and it is put back afterwards.
+    previous = sys.gettrace()
+
     def watch_calls(frame, event, arg):
-        return in_attention if frame.f_code is code else None
+        if frame.f_code is code:
+            return in_attention
+        return previous(frame, event, arg) if previous is not None else None
 
     def start_watching(module, args):
         sys.settrace(watch_calls)
@@ -155,5 +161,4 @@ def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb 
             yield
     finally:
         hook.remove()
-        if sys.gettrace() is watch_calls:
-            sys.settrace(None)
+        sys.settrace(previous)

@@ -12,7 +12,7 @@ import torch
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import UserError
 from .generate import check_sampling, stream_tokens
-from .train import choose_device
+from .device import choose_device
 
 REPLACEMENT_CHARACTER = "\ufffd"
 

@@ -16,7 +16,8 @@ import torch
 from minitransformer import GPT, ModelConfig
 from minitransformer.config import TrainConfig
 from minitransformer.data import get_batch, prepare_data
-from minitransformer.train import autocast, choose_device, make_optimizers
+from minitransformer.device import autocast, choose_device
+from minitransformer.optim import make_optimizers
 
 SETTINGS = [  # (n_layer, n_embd, n_head, block_size, batch_size, position, optimizer)
     (4, 128, 4, 64, 32, "learned", "adamw"),

@@ -10,41 +10,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from minitransformer.cli import main
 
-ROOT = Path(__file__).parent.parent
-TINY = str(ROOT / "configs" / "tiny.toml")
-QUICK = ["--set", "train.sample_tokens=0", "--set", "train.eval_batches=2"]
-
-
-def train_tiny(out: Path, *extra: str) -> int:
-    return main(["train", "--config", TINY, "--out", str(out), *QUICK, *extra])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "tiny"
-    assert train_tiny(out, "--set", "train.max_steps=40", "--set", "train.eval_interval=20") == 0
-    return out
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
 
 
 def test_training_writes_checkpoints_and_metrics(tiny_run):
     for name in ("last", "best"):
-        assert sorted(p.name for p in (tiny_run / name).iterdir()) == ["config.json", "model.pt", "state.pt", "tokenizer.json"]
+        assert sorted(p.name for p in (tiny_run / name).iterdir()) == ["config.json", "model.safetensors", "state.pt", "tokenizer.json"]
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 20, 40]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learned something
 
 
 def test_checkpoint_loads_without_unpickling_code(tiny_run):
-    state = torch.load(tiny_run / "last" / "model.pt", weights_only=True)
+    state = load_file(tiny_run / "last" / "model.safetensors")
     assert "wte.weight" in state and not any(key.startswith("_orig_mod.") for key in state)
     train_state = torch.load(tiny_run / "last" / "state.pt", weights_only=True)
     assert train_state["step"] == 40
@@ -93,7 +75,7 @@ def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, capsys):
     damaged.mkdir()
     for name in ("config.json", "tokenizer.json", "state.pt"):
         (damaged / name).write_bytes((tiny_run / "last" / name).read_bytes())
-    (damaged / "model.pt").write_bytes((tiny_run / "last" / "model.pt").read_bytes()[:500])
+    (damaged / "model.safetensors").write_bytes((tiny_run / "last" / "model.safetensors").read_bytes()[:500])
     assert main(["sample", "--checkpoint", str(damaged)]) == 2
     assert "damaged" in error_line(capsys)
 
@@ -113,8 +95,8 @@ def test_resume_follows_the_same_curve(tmp_path):
 
     assert curve(tmp_path / "paused") == curve(tmp_path / "straight")
     assert len(curve(tmp_path / "straight")) == 7
-    straight = torch.load(tmp_path / "straight" / "last" / "model.pt", weights_only=True)
-    paused = torch.load(tmp_path / "paused" / "last" / "model.pt", weights_only=True)
+    straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    paused = load_file(tmp_path / "paused" / "last" / "model.safetensors")
     for key in straight:
         assert torch.equal(straight[key], paused[key]), key
 
@@ -129,7 +111,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         config = load_config(TINY, (f"train.out_dir={tmp_path / name}", f"train.batch_size={batch}",
                                     f"train.grad_accum={accum}", "train.max_steps=1", "train.sample_tokens=0"))
         train(config, quiet=True)
-        results.append(torch.load(tmp_path / name / "last" / "model.pt", weights_only=True))
+        results.append(load_file(tmp_path / name / "last" / "model.safetensors"))
     for key in results[0]:
         torch.testing.assert_close(results[1][key], results[0][key], atol=1e-6, rtol=1e-5)
 

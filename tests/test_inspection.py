@@ -20,16 +20,7 @@ from minitransformer.inspection import break_in_attention, capture_attention, re
 from minitransformer.positional import apply_rotary
 from tests.helpers import ATTENTIONS, POSITIONS, small_config
 
-ROOT = Path(__file__).parent.parent
-TINY = str(ROOT / "configs" / "tiny.toml")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("inspect") / "tiny"
-    assert main(["train", "--config", TINY, "--out", str(out), "--set", "train.max_steps=30",
-                 "--set", "train.sample_tokens=0", "--set", "train.eval_batches=2"]) == 0
-    return out
+from tests.conftest import ROOT, TINY
 
 
 @pytest.mark.parametrize("position", POSITIONS)
@@ -107,7 +98,7 @@ def test_inspect_png(tiny_run, tmp_path, capsys):
 
 
 def test_inspect_png_without_matplotlib_says_how_to_install(tiny_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("minitransformer.inspector.import_pyplot", lambda: None)
+    monkeypatch.setattr("minitransformer.inspect_command.import_pyplot", lambda: None)
     assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hello", "--png", str(tmp_path / "a.png")]) == 2
     assert 'pip install -e ".[plot]"' in capsys.readouterr().err
 

@@ -14,7 +14,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import UserError
 from .inspection import break_in_attention, capture_attention, heatmap, next_token_table, readable_token, top_attended
 from .plot import import_pyplot
-from .train import choose_device
+from .device import choose_device
 
 LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
 

@@ -1,0 +1,168 @@
+"""The run folder: one training at a time, never overwritten by accident, its metrics kept readable.
+
+A run folder holds `last/` and `best/` (checkpoints), `metrics.jsonl` (one JSON row per
+evaluation), `data/` (the tokenised corpus) and, while a training runs, `run.lock`.
+
+Design choices:
+- Any trace of a run (a checkpoint, one left as `.old` by a crash between two renames, or
+  metrics) means "this folder holds a run": a fresh training refuses it, so a trained model is
+  never replaced by a new one by mistake.
+- `RunLock` holds an exclusive lock on `run.lock` for the life of a training, with the pid
+  written inside for the message a second training gets. The operating system drops the lock when
+  the process dies, however it dies, so a lock file left behind by a crash is stale: the next
+  training takes it over and says so.
+- Leftover `*.tmp` files and folders (a write that a crash cut short) are deleted at start.
+- A damaged metrics row (a crash while appending) is dropped with a warning when a run resumes.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from .errors import UserError
+from .files import remove, write_atomically
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; fall back on the pid check alone
+    fcntl = None
+
+RUN_TRACES = ("last", "best", "last.old", "best.old", "metrics.jsonl")
+LOCK_FILE = "run.lock"
+
+
+def make_run_folder(out_dir: Path) -> None:
+    """Create out_dir (and its parents), or raise one line saying why it cannot be."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot make the run folder {out_dir}: a file of that name is in the way; choose another --out")
+    except OSError as error:
+        raise UserError(f"cannot make the run folder {out_dir} ({error.strerror}); choose another --out")
+
+
+def check_no_run(out_dir: Path) -> None:
+    """Refuse a fresh training in a folder that already holds (a trace of) a run."""
+    found = [name for name in RUN_TRACES if (out_dir / name).exists()]
+    if found:
+        raise UserError(
+            f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, "
+            "or --out DIR to train elsewhere"
+        )
+
+
+def clean_temporary(out_dir: Path) -> None:
+    """Delete the `*.tmp` files and folders an interrupted write left in out_dir or out_dir/data."""
+    for folder in (out_dir, out_dir / "data"):
+        if folder.is_dir():
+            for path in folder.glob("*.tmp"):
+                remove(path)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 checks that the process exists without touching it
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class RunLock:
+    """Exclusive ownership of a run folder while a training writes to it.
+
+    with RunLock(out_dir, say=print):
+        ...  # train; a second RunLock on out_dir raises UserError naming this process
+    """
+
+    def __init__(self, out_dir: Path, say=print):
+        self.path = out_dir / LOCK_FILE
+        self.say = say
+        self.descriptor: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        while self.descriptor is None:
+            try:
+                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise UserError(f"cannot write in the run folder {self.path.parent} ({error.strerror}); "
+                                "choose another --out or fix its permissions")
+            previous = self.read_pid(descriptor)
+            if not self.try_lock(descriptor, previous):
+                os.close(descriptor)
+                raise UserError(
+                    f"another training (pid {previous}) is writing to {self.path.parent}; wait for it to "
+                    f"finish or stop it (kill {previous}), or train elsewhere with --out DIR"
+                )
+            # The holder before us may have deleted the file between our open and our lock: then
+            # we locked a file nobody else sees, and must start again on the new one.
+            try:
+                same_file = os.fstat(descriptor).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if not same_file:
+                os.close(descriptor)
+                continue
+            if previous is not None and previous != os.getpid():
+                self.say(f"note: took over the lock of {self.path.parent} left by pid {previous}, which is no longer running")
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+            self.descriptor = descriptor
+        return self
+
+    @staticmethod
+    def read_pid(descriptor: int) -> int | None:
+        try:
+            return int(os.pread(descriptor, 32, 0).decode().strip())
+        except (ValueError, OSError):
+            return None
+
+    @staticmethod
+    def try_lock(descriptor: int, previous: int | None) -> bool:
+        if fcntl is None:
+            return previous is None or previous == os.getpid() or not process_alive(previous)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc) -> None:
+        remove(self.path)  # before unlocking, so no one can lock a file that is about to go
+        os.close(self.descriptor)  # closing drops the lock
+        self.descriptor = None
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with path.open("a") as file:
+        file.write(json.dumps(row) + "\n")
+
+
+def read_metrics_rows(path: Path, say=print) -> list[dict]:
+    """The rows of metrics.jsonl; a damaged row (cut short by a crash) is dropped with a warning."""
+    rows, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            damaged += 1
+    if damaged:
+        say(f"warning: dropped {damaged} damaged line(s) from {path} (a crash while writing?)")
+    return rows
+
+
+def keep_metrics_until(path: Path, step: int, say=print) -> None:
+    """Drop rows logged after `step` (a resumed run logs those steps again) and damaged rows."""
+    if path.exists():
+        rows = [row for row in read_metrics_rows(path, say) if row["step"] <= step]
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        write_atomically(path, lambda temp: temp.write_text(text))

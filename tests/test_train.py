@@ -1,0 +1,251 @@
+"""The training loop's parts: the schedule, the optimizers, resume, checkpoints' fallback, data
+preparation that is interrupted, quiet mode and training from another thread."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from minitransformer import GPT
+from minitransformer.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from minitransformer.cli import main
+from minitransformer.config import TrainConfig, load_config
+from minitransformer.data import prepare_data
+from minitransformer.device import choose_dtype
+from minitransformer.errors import UserError
+from minitransformer.optim import Schedule, load_optimizer_state, lr_at, make_optimizers, resumed_schedule
+from minitransformer.train import train
+from tests.conftest import TINY, error_line, train_tiny
+from tests.helpers import small_config
+
+
+def factors(train: TrainConfig, schedule: Schedule, steps: range) -> list[float]:
+    """lr_at over steps, anchoring the cosine at warm-up's end as the training loop does."""
+    out = []
+    for step in steps:
+        if step == train.warmup_steps and schedule.decay_start is None:
+            schedule.decay_start = float(step)
+        out.append(lr_at(step, float(step), schedule, train))
+    return out
+
+
+def test_warmup_then_cosine_from_warmups_end_without_a_jump():
+    train = TrainConfig(warmup_steps=10, max_steps=110, time_budget_s=0, min_lr_ratio=0.1)
+    values = factors(train, Schedule.for_config(train), range(110))
+    assert values[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert values[10] == pytest.approx(1.0)  # the cosine starts at its peak where warm-up ends
+    halfway = 10 + 50  # half of the cosine's 100 steps
+    assert values[halfway] == pytest.approx(0.1 + 0.9 * 0.5)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))  # decreasing after warm-up
+    assert lr_at(110, 110.0, Schedule("steps", 110.0, 10.0), train) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("old_end, new_end, stand", [(100, 200, 100), (100, 300, 40), (100, 60, 40)])
+def test_moving_the_end_continues_the_rate_and_reaches_the_minimum(old_end, new_end, stand):
+    old_train = TrainConfig(warmup_steps=10, max_steps=old_end, time_budget_s=0, min_lr_ratio=0.05)
+    new_train = TrainConfig(warmup_steps=10, max_steps=new_end, time_budget_s=0, min_lr_ratio=0.05)
+    old = Schedule("steps", float(old_end), 10.0)
+    before = lr_at(stand, float(stand), old, old_train)
+    new = resumed_schedule(old, stand, float(stand), float(stand), new_train)
+    assert lr_at(stand, float(stand), new, new_train) == pytest.approx(before)  # no jump
+    assert lr_at(new_end, float(new_end), new, new_train) == pytest.approx(0.05)
+    after = [lr_at(s, float(s), new, new_train) for s in range(stand, new_end + 1)]
+    assert all(a >= b - 1e-12 for a, b in zip(after, after[1:]))
+
+
+def test_extending_a_finished_run_trains_on_at_the_minimum():
+    train = TrainConfig(warmup_steps=5, max_steps=50, time_budget_s=0, min_lr_ratio=0.02)
+    old = Schedule("steps", 50.0, 5.0)
+    new = resumed_schedule(old, 50, 50.0, 50.0, TrainConfig(warmup_steps=5, max_steps=80, time_budget_s=0, min_lr_ratio=0.02))
+    assert [lr_at(s, float(s), new, train) for s in (50, 65, 80)] == pytest.approx([0.02] * 3)
+
+
+def test_an_unchanged_end_keeps_the_saved_schedule():
+    train = TrainConfig(warmup_steps=5, max_steps=50, time_budget_s=0)
+    old = Schedule("steps", 50.0, 5.0)
+    assert resumed_schedule(old, 20, 20.0, 20.0, train) is old
+
+
+def test_adamw_groups_decay_matrices_and_embeddings_but_not_vectors():
+    model = GPT(small_config())
+    (adamw,) = make_optimizers(model, TrainConfig(optimizer="adamw", weight_decay=0.1))
+    decayed, plain = adamw.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert any(p is model.wte.weight for p in decayed["params"])  # the (tied) embedding is decayed
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_muon_takes_the_block_matrices_and_one_step_moves_every_parameter():
+    model = GPT(small_config())
+    muon, adamw = make_optimizers(model, TrainConfig(optimizer="muon"))
+    in_muon = {id(p) for p in muon.param_groups[0]["params"]}
+    assert in_muon == {id(p) for p in model.blocks.parameters() if p.dim() == 2}
+    assert all(id(p) not in in_muon for group in adamw.param_groups for p in group["params"])
+    before = [p.detach().clone() for p in model.parameters()]
+    idx = torch.randint(0, 37, (4, 16))
+    _, loss = model(idx, idx)
+    loss.backward()
+    for optimizer in (muon, adamw):
+        optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_restored_optimizer_keeps_the_new_hyperparameters_and_the_old_moments():
+    model = GPT(small_config())
+    (old,) = make_optimizers(model, TrainConfig(optimizer="adamw", learning_rate=1e-3, weight_decay=0.1, beta2=0.99))
+    _, loss = model(torch.randint(0, 37, (2, 8)), torch.randint(0, 37, (2, 8)))
+    loss.backward()
+    old.step()
+    (new,) = make_optimizers(model, TrainConfig(optimizer="adamw", learning_rate=5e-4, weight_decay=0.0, beta2=0.95))
+    load_optimizer_state(new, old.state_dict())
+    assert new.param_groups[0]["peak_lr"] == 5e-4 and new.param_groups[0]["weight_decay"] == 0.0
+    assert new.param_groups[0]["betas"] == (0.9, 0.95)
+    first = model.wte.weight
+    assert_close(new.state[first]["exp_avg"], old.state[first]["exp_avg"], atol=0, rtol=0)
+
+
+def test_resume_applies_a_new_learning_rate(run_dir):
+    assert train_tiny(run_dir, "--set", "train.max_steps=20", "--pause-after", "10") == 0
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", "train.learning_rate=1e-4",
+                 "--set", "train.weight_decay=0.05", "--pause-after", "1"]) == 0
+    groups = torch.load(run_dir / "last" / "state.pt", weights_only=True)["optimizers"][0]["param_groups"]
+    assert groups[0]["peak_lr"] == 1e-4 and groups[0]["weight_decay"] == 0.05
+    assert 0 < groups[0]["lr"] <= 1e-4
+
+
+def test_switching_the_optimizer_on_resume_is_one_line(run_dir, capsys):
+    assert train_tiny(run_dir, "--set", "train.max_steps=20", "--pause-after", "5") == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", "train.optimizer=muon"]) == 2
+    assert "'adamw'" in error_line(capsys)
+
+
+def test_extending_a_finished_run_continues_at_its_final_rate(run_dir):
+    assert train_tiny(run_dir, "--set", "train.max_steps=20", "--set", "train.eval_interval=10",
+                      "--set", "train.warmup_steps=5") == 0
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", "train.max_steps=30"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 10, 20, 30]
+    config = load_config(TINY)
+    assert rows[-1]["lr"] == pytest.approx(config.train.learning_rate * config.train.min_lr_ratio)
+
+
+def test_a_checkpoint_left_as_old_by_a_crash_is_found_and_resumed(run_dir):
+    assert train_tiny(run_dir, "--set", "train.max_steps=20", "--pause-after", "10") == 0
+    (run_dir / "last").rename(run_dir / "last.old")  # a crash between save's two renames
+    assert find_checkpoint(run_dir / "last") == run_dir / "last.old"
+    assert load_checkpoint(run_dir / "last").train_state["step"] == 10
+    assert main(["train", "--out", str(run_dir), "--resume"]) == 0
+    assert torch.load(run_dir / "last" / "state.pt", weights_only=True)["step"] == 20
+    assert not (run_dir / "last.old").exists()
+
+
+def test_interrupted_preparation_leaves_the_previous_data_whole(tmp_path, tiny_data, monkeypatch):
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data, data_dir)
+    before = {p.name: p.read_bytes() for p in data_dir.iterdir()}
+
+    def interrupted(text, tokenizer, meta, corpus, folder):
+        np.arange(100, dtype=np.uint16).tofile(folder / "train.bin")  # GPT-2 ids over the char bins
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("minitransformer.data.write_splits", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data("tinyshakespeare", "gpt2", 0.1, data_dir)
+    assert {p.name: p.read_bytes() for p in data_dir.iterdir()} == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bins_that_disagree_with_meta_are_rebuilt(tmp_path, tiny_data):
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data, data_dir)
+    with (data_dir / "train.bin").open("r+b") as file:
+        file.truncate(1000)
+    said = []
+    data = prepare_data("tinyshakespeare", "char", 0.1, data_dir, say=said.append)
+    assert said and "does not match" in said[0]
+    assert len(data.train) == json.loads((data_dir / "meta.json").read_text())["train_tokens"] == 1_003_854
+
+
+def quick_config(run_dir, *overrides):
+    return load_config(TINY, (f"train.out_dir={run_dir}", "train.max_steps=10", "train.eval_interval=5",
+                              "train.eval_batches=1", *overrides))
+
+
+def test_quiet_prints_nothing(run_dir, capsys):
+    result = train(quick_config(run_dir), quiet=True)
+    assert result["step"] == 10 and result["stopped_by"] is None
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_train_runs_in_a_thread_other_than_the_main_one(run_dir):
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(train(quick_config(run_dir), quiet=True))
+        except BaseException as error:  # reported below, with the thread's error
+            errors.append(error)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=120)
+    assert not errors and results[0]["step"] == 10
+
+
+def test_pause_after_must_be_positive(run_dir):
+    with pytest.raises(UserError, match="--pause-after"):
+        train(quick_config(run_dir), pause_after=0, quiet=True)
+
+
+def test_pause_after_says_how_to_resume(run_dir, capsys):
+    assert train_tiny(run_dir, "--pause-after", "3") == 0
+    assert f"minitransformer train --out {run_dir} --resume" in capsys.readouterr().out
+
+
+def test_auto_dtype_never_picks_emulated_bf16_on_cuda(monkeypatch):
+    calls = []
+
+    def supported(including_emulation=True):
+        calls.append(including_emulation)
+        return including_emulation  # a pre-Ampere card: bf16 only by emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert choose_dtype("auto", torch.device("cuda"), 384) == torch.float32
+    assert calls == [False]
+
+
+def test_final_sample_starts_from_a_token_the_corpus_has(tmp_path, capsys):
+    corpus = tmp_path / "one_line.txt"
+    corpus.write_text("abcdefghij klmnopqrst uvwxyz " * 400)  # no newline anywhere
+    assert main(["train", "--config", TINY, "--out", str(tmp_path / "run"), "--set", f"data.corpus={corpus}",
+                 "--set", "train.max_steps=5", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=20"]) == 0
+    sample = capsys.readouterr().out.split("sample:\n")[1].rstrip("\n")
+    assert len(sample) == 1 + 20 and set(sample) <= set(corpus.read_text())
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_version_0_1_checkpoint_with_model_pt_still_loads_and_resumes(tmp_path, capsys):
+    """tests/fixtures/run_v0.1 was written by minitransformer 0.1 (weights in model.pt, no schedule)."""
+    legacy = FIXTURES / "run_v0.1"
+    checkpoint = load_checkpoint(legacy)
+    model = model_from_checkpoint(checkpoint)
+    saved = torch.load(legacy / "last" / "model.pt", weights_only=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert main(["sample", "--checkpoint", str(legacy), "--max-new-tokens", "10", "--prompt", "A"]) == 0
+    assert len(capsys.readouterr().out) == 1 + 10 + 1
+    run = tmp_path / "run"
+    shutil.copytree(legacy, run)
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=15"]) == 0
+    assert torch.load(run / "last" / "state.pt", weights_only=True)["step"] == 15
+    assert (run / "last" / "model.safetensors").is_file()
