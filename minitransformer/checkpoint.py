@@ -4,7 +4,8 @@ A checkpoint folder (a run keeps two, `last/` and `best/`) holds:
 - `model.safetensors`: the weights (`model.pt` in checkpoints written before version 0.2, still read);
 - `config.json`: the model's config and the whole run's config;
 - `tokenizer.json`: the tokenizer's description, to rebuild it without the corpus;
-- `state.pt`: the training state (step, optimizer, schedule, random-number generators, best val loss).
+- `state.pt`: the training state (step, optimizer, schedule, random-number generators, best val
+  loss); an imported model (`import-gpt2`) has none.
 
 Design choices:
 - Loading never runs code from a file: safetensors holds tensors and nothing else, `state.pt` is
@@ -34,7 +35,6 @@ from .tokenizer import CharTokenizer, TiktokenTokenizer, from_description
 
 WEIGHTS = "model.safetensors"
 LEGACY_WEIGHTS = "model.pt"  # written by minitransformer 0.1
-FILES = (WEIGHTS, "config.json", "tokenizer.json", "state.pt")
 TIED_HEAD = "lm_head.weight"
 
 
@@ -47,7 +47,7 @@ class Checkpoint:
     run_config: dict
     tokenizer: CharTokenizer | TiktokenTokenizer
     model_state: dict
-    train_state: dict
+    train_state: dict | None  # None for an imported model
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -68,12 +68,14 @@ def save_checkpoint(
     model: GPT,
     run_config: dict,
     tokenizer: CharTokenizer | TiktokenTokenizer,
-    train_state: dict,
+    train_state: dict | None,
+    source: str | None = None,
 ) -> None:
     """Write a checkpoint folder at path, replacing any checkpoint there only once it is complete.
 
-    Raises UserError (leaving the previous checkpoint as it was) for non-finite weights, and when
-    the disk is full or the folder cannot be written.
+    train_state None (an imported model) writes no state.pt. source: where the weights came from,
+    recorded in config.json. Raises UserError (leaving the previous checkpoint as it was) for
+    non-finite weights, and when the disk is full or the folder cannot be written.
     """
     weights = weights_of(model)
     bad = non_finite(weights)
@@ -81,12 +83,15 @@ def save_checkpoint(
         raise UserError(f"not saving {path}: the weights hold NaN or infinite values ({bad[0]}, ...); "
                         "the previous checkpoint is kept")
     config = {"model": asdict(model.config), "run": run_config, "version": __version__}
+    if source is not None:
+        config["source"] = source
 
     def write(folder: Path) -> None:
         save_file(weights, folder / WEIGHTS, metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
-        torch.save(train_state, folder / "state.pt")
+        if train_state is not None:
+            torch.save(train_state, folder / "state.pt")
 
     try:
         write_folder_atomically(path, write)
@@ -137,7 +142,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         tokenizer = from_description(json.loads((path / "tokenizer.json").read_text()))
         model_config = ModelConfig(**config["model"])
         model_state = read_weights(path, device)
-        train_state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        state_path = path / "state.pt"  # absent from imported models, which were never trained here
+        train_state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
     except UserError:
         raise
     except Exception as error:  # a missing file, bad JSON, a truncated or foreign tensor file

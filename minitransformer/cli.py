@@ -7,6 +7,7 @@ with 130; any other exception is a bug and keeps its traceback.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,11 @@ INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C 
 
 def run_train(args: argparse.Namespace) -> int:
     from .checkpoint import read_run_config
+    from .run_folder import check_has_run
     from .train import train
 
+    if args.resume and args.init_from:
+        raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     overrides = list(args.set)
     if args.out:
         overrides.append(f"train.out_dir={json.dumps(args.out)}")
@@ -30,10 +34,27 @@ def run_train(args: argparse.Namespace) -> int:
     tables = None
     if args.resume and args.config is None:
         # Without --config, a resumed run continues with the config it was started with.
+        check_has_run(Path(args.out or DEFAULT_RUN))
         tables = read_run_config(Path(args.out or DEFAULT_RUN) / "last")
+    elif args.init_from and args.config is None:
+        tables = {}  # the architecture comes from the checkpoint, not from the default [model] table
     config = load_config(args.config, tuple(overrides), tables)
-    result = train(config, resume=args.resume, pause_after=args.pause_after)
+    result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from)
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from .gpt2 import import_gpt2
+
+    import_gpt2(args.source, args.out)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .gpt2 import export_gpt2
+
+    export_gpt2(args.checkpoint, args.out)
+    return 0
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -75,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", metavar="D", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     train.add_argument("--pause-after", metavar="N", type=int,
                        help="stop after N steps, saving the run to continue later with --resume")
+    train.add_argument("--init-from", metavar="DIR",
+                       help="fine-tune: start from this checkpoint, run or Hugging Face GPT-2 folder's model")
     train.set_defaults(run=run_train)
 
     sample = commands.add_parser("sample", help="write text from a trained model")
     sample.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN,
-                        help=f"a run folder (uses its best checkpoint) or a checkpoint folder (default: {DEFAULT_RUN})")
+                        help=f"a run folder (uses its best checkpoint), a checkpoint folder, or a Hugging Face GPT-2 folder (default: {DEFAULT_RUN})")
     sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     sample.add_argument("--max-new-tokens", type=int, default=500, metavar="N")
     sample.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (default: 0.8)")
@@ -92,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="show a model's attention for a prompt, or stop inside it in pdb")
     inspect.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN,
-                         help=f"a run folder or a checkpoint folder (default: {DEFAULT_RUN})")
+                         help=f"a run, checkpoint or Hugging Face GPT-2 folder (default: {DEFAULT_RUN})")
     inspect.add_argument("--prompt", required=True, help="the text whose attention to show")
     inspect.add_argument("--layer", type=int, metavar="L", help="show only this layer (from 0; default: all)")
     inspect.add_argument("--head", type=int, metavar="H", help="show only this head (from 0; default: all)")
@@ -101,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop in pdb inside that layer's attention function, e.g. --break 1.2")
     inspect.add_argument("--device", default="cpu", metavar="D")
     inspect.set_defaults(run=run_inspect)
+
+    importer = commands.add_parser("import-gpt2", help="turn a Hugging Face GPT-2 folder (or hub name) into a checkpoint")
+    importer.add_argument("source", metavar="SOURCE",
+                          help="a folder with config.json and model.safetensors, or gpt2, gpt2-medium, gpt2-large, "
+                               "gpt2-xl, distilgpt2 (fetched with huggingface_hub)")
+    importer.add_argument("--out", metavar="DIR", required=True, help="the checkpoint folder to write")
+    importer.set_defaults(run=run_import)
+
+    exporter = commands.add_parser("export-gpt2", help="write a model as a Hugging Face GPT-2 folder for transformers")
+    exporter.add_argument("checkpoint", metavar="CHECKPOINT", help="a run folder or a checkpoint folder")
+    exporter.add_argument("--out", metavar="DIR", required=True, help="the folder to write")
+    exporter.set_defaults(run=run_export)
 
     plot = commands.add_parser("plot", help="plot a run's train and val loss")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with metrics.jsonl")
@@ -124,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         # Training saves and says how to resume on the first Ctrl-C; this is a Ctrl-C anywhere
         # else (start-up, data preparation, a second Ctrl-C). Every file is written atomically,
         # so nothing half-written is left behind.
-        print("\ninterrupted (Ctrl-C); files already saved are intact", file=sys.stderr)
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
+    except BrokenPipeError:
+        # The reader of our output went away (`minitransformer sample | head`): stop quietly, and
+        # point stdout at nothing so that Python's final flush cannot complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:
         # The environment refused: a full disk, a read-only or vanished folder, a path that is a
         # file. Not a bug in the program, so one line rather than a traceback.

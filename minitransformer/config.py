@@ -71,10 +71,11 @@ class ModelConfig:
     causal: bool = True  # experiment only: False lets every position see the future
     scale_attention: bool = True  # experiment only: False drops the 1/sqrt(D) in attention scores
     tie_weights: bool = True  # the output head shares the token embedding's weights, as GPT-2
+    layer_norm_eps: float = 1e-5  # added to the variance in every LayerNorm; GPT-2's value
 
     def __post_init__(self):
         check_field_types(self, "model")
-        check_positive("model", self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        check_positive("model", self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "layer_norm_eps")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"model.dropout must be in [0, 1), got {self.dropout}")
         check_choice("model", "position", self.position, POSITIONS)

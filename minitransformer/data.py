@@ -97,14 +97,16 @@ def write_splits(text: str, tokenizer, meta: dict, corpus: str, folder: Path) ->
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path, say=print) -> Dataset:
+def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path, say=print,
+                 tokenizer: CharTokenizer | TiktokenTokenizer | None = None) -> Dataset:
     """Tokenise the corpus into data_dir, or reuse what an earlier run left there.
 
+    tokenizer: a given tokenizer (a pretrained model's) instead of building one of tokenizer_kind.
     The folder is built whole under `data.tmp/` and swapped in, so its bins and meta.json always
     belong together; on reuse, each bin's size is checked against meta.json as well.
     """
     text = read_corpus(corpus)
-    tokenizer = build_tokenizer(tokenizer_kind, text)
+    tokenizer = tokenizer or build_tokenizer(tokenizer_kind, text)
     meta = {
         "corpus": corpus,
         "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),

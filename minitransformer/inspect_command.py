@@ -10,9 +10,9 @@ import bdb
 
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import UserError
-from .inspection import break_in_attention, capture_attention, heatmap, next_token_table, readable_token, top_attended
+from .load import load_model
+from .inspection import break_in_attention, capture_attention, heatmap, next_token_table, token_label, top_attended
 from .plot import import_pyplot
 from .device import choose_device
 
@@ -68,16 +68,15 @@ def inspect_model(
     device: str = "cpu",
 ) -> None:
     torch_device = choose_device(device)
-    loaded = load_checkpoint(checkpoint, torch_device)
-    model = model_from_checkpoint(loaded, torch_device).eval()
+    model, tokenizer = load_model(checkpoint, torch_device)
     config = model.config
-    ids = loaded.tokenizer.encode(prompt)
+    ids = tokenizer.encode(prompt)
     if not ids:
         raise UserError("the prompt is empty; give at least one character with --prompt")
     if len(ids) > config.block_size:
         raise UserError(f"the prompt has {len(ids)} tokens; this model reads at most block_size = {config.block_size}")
     idx = torch.tensor([ids], device=torch_device)  # (1, T)
-    labels = [readable_token(loaded.tokenizer.decode([i]))[:LABEL_WIDTH] for i in ids]
+    labels = [token_label(tokenizer, i)[:LABEL_WIDTH] for i in ids]
 
     if break_at is not None:
         stop_layer, stop_head = parse_break(break_at, config.n_layer, config.n_head)
@@ -105,7 +104,7 @@ def inspect_model(
             print("most attended (token@position weight):")
             print(top_attended(weights, labels) + "\n")
     print("next-token distribution (top 10):")
-    print(next_token_table(logits[0, -1], loaded.tokenizer.decode))
+    print(next_token_table(logits[0, -1], lambda i: token_label(tokenizer, i)))
     if png is not None:
         save_png(maps, layers, heads, labels, png)
         print(f"\nwrote {png}")

@@ -2,7 +2,7 @@
 
 - `capture_attention(model)`: a context manager that collects every layer's attention weights
   (B, H, T, T) during the passes run inside it, without editing the model's code.
-- `readable_token`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
+- `readable_token`, `token_label`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
 - `break_in_attention(model, layer)`: stops Python's debugger inside `scaled_dot_product_attention`
   of one layer, with q, k, v, scores, mask, weights and out as local variables.
 
@@ -24,6 +24,7 @@ import torch
 
 from .attention import scaled_dot_product_attention
 from .model import GPT
+from .tokenizer import TiktokenTokenizer
 
 SHADES = " ·░▒▓█"  # darker = more weight
 SHADE_EDGES = (0.02, 0.1, 0.25, 0.5, 0.75)  # weight thresholds between consecutive shades
@@ -73,6 +74,18 @@ def readable_token(text: str) -> str:
     return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
 
 
+def token_label(tokenizer, token_id: int) -> str:
+    """How a token reads: its text with whitespace made visible ("␣the"), or, for a byte-level BPE
+    token holding only part of a character, its bytes in hex ("⟨e6 97⟩")."""
+    if isinstance(tokenizer, TiktokenTokenizer):
+        raw = tokenizer.encoding.decode_single_token_bytes(token_id)
+        try:
+            return readable_token(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return "⟨" + raw.hex(" ") + "⟩"
+    return readable_token(tokenizer.decode([token_id]))
+
+
 def shade(weight: float) -> str:
     return SHADES[sum(weight >= edge for edge in SHADE_EDGES)]
 
@@ -106,11 +119,11 @@ def top_attended(weights: torch.Tensor, labels: list[str], k: int = 3) -> str:
     return "\n".join(lines)
 
 
-def next_token_table(logits: torch.Tensor, decode, k: int = 10) -> str:
-    """The k most likely next tokens for logits (V,), with their probabilities."""
+def next_token_table(logits: torch.Tensor, label, k: int = 10) -> str:
+    """The k most likely next tokens for logits (V,), with their probabilities; label(id) names a token."""
     probs = torch.softmax(logits.float(), dim=-1)
     values, ids = probs.topk(min(k, probs.shape[0]))
-    return "\n".join(f"  {p:6.1%}  {readable_token(decode([i]))}" for p, i in zip(values.tolist(), ids.tolist()))
+    return "\n".join(f"  {p:6.1%}  {label(i)}" for p, i in zip(values.tolist(), ids.tolist()))
 
 
 def line_of(function, statement: str) -> int:

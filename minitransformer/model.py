@@ -23,9 +23,6 @@ from .errors import UserError
 from .kv_cache import KVCache
 from .positional import RotaryEmbedding, SinusoidalPositions
 
-LAYER_NORM_EPS = 1e-5  # GPT-2's value
-
-
 class MLP(nn.Module):
     """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
 
@@ -47,9 +44,9 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(
@@ -84,7 +81,7 @@ class GPT(nn.Module):
             self.rope = RotaryEmbedding(config.block_size, config.head_size)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(C, eps=LAYER_NORM_EPS, bias=config.bias)
+        self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         if config.tie_weights:
             # Weight tying (Press & Wolf 2017): reading a token in and writing it out use one matrix.

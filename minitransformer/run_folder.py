@@ -51,6 +51,14 @@ def check_no_run(out_dir: Path) -> None:
         )
 
 
+def check_has_run(out_dir: Path) -> None:
+    """Refuse --resume for a folder without a last checkpoint, saying what to do instead."""
+    if not any((out_dir / name).is_dir() for name in ("last", "last.old")):
+        hint = f"; to fine-tune the model in it, start a new run with --init-from {out_dir}" if \
+            (out_dir / "config.json").is_file() else ""
+        raise UserError(f"{out_dir} holds no run to resume (no last/ checkpoint); train without --resume{hint}")
+
+
 def clean_temporary(out_dir: Path) -> None:
     """Delete the `*.tmp` files and folders an interrupted write left in out_dir or out_dir/data."""
     for folder in (out_dir, out_dir / "data"):

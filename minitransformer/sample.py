@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import UserError
 from .generate import check_sampling, stream_tokens
+from .load import load_model
 from .device import choose_device
 
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -35,9 +35,7 @@ def sample(
     if not prompt:
         raise UserError("the prompt is empty; give at least one character, e.g. --prompt $'\\n'")
     torch_device = choose_device(device)
-    loaded = load_checkpoint(checkpoint, torch_device)
-    model = model_from_checkpoint(loaded, torch_device).eval()
-    tokenizer = loaded.tokenizer
+    model, tokenizer = load_model(checkpoint, torch_device)
     idx = torch.tensor([tokenizer.encode(prompt)], device=torch_device)  # (1, T)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     out = sys.stdout

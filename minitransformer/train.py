@@ -22,24 +22,25 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint, weights_of
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
 from .device import autocast, choose_device, choose_dtype
 from .errors import UserError
 from .generate import generate
+from .load import load_model
 from .memory import check_memory
 from .model import GPT
 from .optim import (Schedule, check_same_optimizer, load_optimizer_state, lr_at, make_optimizers,
                     resumed_schedule, set_learning_rate)
-from .run_folder import (RunLock, append_metrics, check_no_run, clean_temporary, keep_metrics_until,
+from .run_folder import (RunLock, append_metrics, check_has_run, check_no_run, clean_temporary, keep_metrics_until,
                          make_run_folder)
 
 
@@ -97,15 +98,61 @@ def model_config_for(config: RunConfig, dataset: Dataset) -> ModelConfig:
     return model_config
 
 
-def start_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> Run:
-    """A new run: fresh weights, optimizers and random-number generators."""
+# With --init-from the architecture is the checkpoint's; these [model] keys may still differ,
+# because they change how the model is trained or computed, not what its weights mean.
+FINE_TUNE_KEYS = ("dropout", "attention", "block_size")
+
+
+def fine_tune_config(config: RunConfig, pretrained: ModelConfig, source: str) -> RunConfig:
+    """config with the pretrained model's architecture; a [model] key that would change it is an error.
+
+    A smaller block_size is allowed: the position table is cropped (as nanoGPT's crop_block_size).
+    """
+    for key, value in config.model.items():
+        if key == "block_size" and value > pretrained.block_size:
+            raise UserError(f"model.block_size = {value} is longer than the context {source} was trained "
+                            f"for ({pretrained.block_size}); use at most that")
+        if key not in FINE_TUNE_KEYS and value != getattr(pretrained, key):
+            raise UserError(
+                f"model.{key} = {value!r} would change the architecture of {source} (it has "
+                f"{getattr(pretrained, key)!r}); with --init-from the architecture comes from the checkpoint: "
+                f"remove [model] keys except {', '.join(FINE_TUNE_KEYS)} (a smaller block_size)"
+            )
+    model = {key: value for key, value in asdict(pretrained).items() if key != "vocab_size"}
+    return replace(config, model={**model, **config.model})
+
+
+def pretrained_model(path: str, config: RunConfig, device: torch.device) -> tuple[RunConfig, GPT, object]:
+    """The model to fine-tune from path, fitted to config (dropout, cropped context), with its tokenizer."""
+    loaded, tokenizer = load_model(path, device)
+    description = tokenizer.describe()
+    name = description.get("name", description["kind"])
+    if config.data.tokenizer != name:
+        raise UserError(f"{path} was trained with the {name!r} tokenizer, and fine-tuning must use it: "
+                        f"set data.tokenizer = \"{name}\" (configs/finetune_gpt2_shakespeare.toml does)")
+    config = fine_tune_config(config, loaded.config, path)
+    model_config = config.model_config(loaded.config.vocab_size)
+    state = weights_of(loaded)
+    if "wpe.weight" in state:
+        state["wpe.weight"] = state["wpe.weight"][: model_config.block_size]  # (T', C): crop the position table
+    model = load_weights(GPT(model_config).to(device), state, Path(path))
+    return config, model, tokenizer
+
+
+def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_from: str | None = None) -> Run:
+    """A new run: fresh weights (or a pretrained model's, with init_from), optimizers and generators."""
     cfg = config.train
     check_no_run(out_dir)
     torch.manual_seed(cfg.seed)
-    dataset = prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data", say)
+    model, tokenizer = None, None
+    if init_from is not None:
+        config, model, tokenizer = pretrained_model(init_from, config, device)
+    dataset = prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data", say,
+                           tokenizer)
     model_config = model_config_for(config, dataset)
     check_memory(model_config, cfg, device)
-    model = GPT(model_config).to(device)
+    if model is None:
+        model = GPT(model_config).to(device)
     (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     return Run(config, out_dir, device, choose_dtype(cfg.dtype, device, model_config.n_embd), dataset, model,
                make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed),
@@ -115,8 +162,12 @@ def start_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> Ru
 def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> Run:
     """The run in out_dir, continued from `last/` under config (which may extend it)."""
     cfg = config.train
+    check_has_run(out_dir)
     checkpoint = load_checkpoint(out_dir / "last", device)
     saved = checkpoint.train_state
+    if saved is None:
+        raise UserError(f"{checkpoint.path} holds no training state (an imported model); "
+                        f"to train it, start a new run with --init-from {checkpoint.path}")
     check_same_optimizer(saved.get("optimizer", checkpoint.run_config["train"]["optimizer"]), cfg.optimizer)
     dataset = prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data", say)
     model_config = model_config_for(config, dataset)
@@ -269,22 +320,26 @@ def describe(run: Run) -> str:
             f"{len(run.dataset.val):,} val tokens")
 
 
-def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False) -> dict:
+def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
+          init_from: str | None = None) -> dict:
     """Train as `config` says; returns the step reached, the last evaluation's losses, and why it stopped.
 
     pause_after: stop after this many steps in this call (saving `last/`), to be continued later
-    with resume=True; the schedule is unaffected.
+    with resume=True; the schedule is unaffected. init_from: a checkpoint, run or Hugging Face
+    GPT-2 folder whose model a new run starts from (fine-tuning).
     """
     cfg = config.train
     if pause_after is not None and pause_after < 1:
         raise UserError(f"--pause-after must be at least 1 step, got {pause_after}")
+    if resume and init_from is not None:
+        raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     out_dir = Path(cfg.out_dir)
     say = (lambda message: None) if quiet else print
     make_run_folder(out_dir)
     device = choose_device(cfg.device)
     with RunLock(out_dir, say):
         clean_temporary(out_dir)
-        run = (restore_run if resume else start_run)(config, out_dir, device, say)
+        run = restore_run(config, out_dir, device, say) if resume else start_run(config, out_dir, device, say, init_from)
         say(describe(run))
         # disable=None: no bar when stderr is not a terminal (a log file, a pipe, a notebook).
         bar = tqdm(total=100, initial=round(100 * progress(run)), disable=True if quiet else None, dynamic_ncols=True,

@@ -1,0 +1,263 @@
+"""GPT-2 in and out: Hugging Face GPT-2 folders become our models, and our models become theirs.
+
+- `model_config_from_hf(config)`: a Hugging Face `config.json` as a `ModelConfig`, or one line
+  saying why this model cannot compute it exactly.
+- `state_from_hf` / `state_to_hf`: the same tensors under the other library's names.
+- `load_hf_folder(folder)`: `(model, tokenizer)` from `config.json` plus `model.safetensors`
+  (or `pytorch_model.bin`, read with `weights_only=True`).
+- `import_gpt2(source, out)` and `export_gpt2(checkpoint, out)`: the two commands.
+
+Design choices:
+- Our GPT already is GPT-2's function with learned positions, biases, the tanh GELU and a tied
+  head: parameter names match after `transformer.h.N.` becomes `blocks.N.`. One difference in
+  storage: GPT-2's projections are `Conv1D` layers that keep their weight as (in, out), where
+  `nn.Linear` keeps (out, in), so those four matrices per block are transposed on the way.
+- GPT-2's `attn.bias` and `attn.masked_bias` are causal-mask buffers, not parameters: dropped.
+- Anything this model cannot compute exactly (another activation, attention scaled by the layer
+  index, an untied head, a vocabulary GPT-2's tokenizer does not fit) is refused, never
+  approximated.
+"""
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import load_weights, save_checkpoint, weights_of
+from .config import DataConfig, ModelConfig, TrainConfig
+from .errors import UserError
+from .files import write_folder_atomically
+from .hf_tokenizer import write_gpt2_tokenizer_files
+from .model import GPT
+from .tokenizer import CharTokenizer, TiktokenTokenizer, from_description, tiktoken_tokenizer
+
+HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+GPT2_VOCAB = 50257
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU's tanh approximation
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A Hugging Face model folder: its config.json names a model_type (ours names a "model" table)."""
+    try:
+        return path.is_dir() and "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def model_config_from_hf(hf: dict, vocab_fits: bool, source: Path) -> ModelConfig:
+    """Our ModelConfig for a Hugging Face GPT-2 config, or UserError naming what does not map."""
+    def refuse(reason: str) -> UserError:
+        return UserError(f"{source} cannot be loaded exactly: {reason}")
+
+    if hf.get("model_type") != "gpt2":
+        raise refuse(f"it is a {hf.get('model_type')!r} model; only GPT-2 ('gpt2') models are supported")
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in TANH_GELUS:
+        raise refuse(f"activation_function = {activation!r}; this model computes GPT-2's tanh GELU ({', '.join(TANH_GELUS)})")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if hf.get(flag):
+            raise refuse(f"{flag} = true, which this model does not compute")
+    if not hf.get("tie_word_embeddings", True):
+        raise refuse("tie_word_embeddings = false (an untied output head); this model ties it to the embedding as GPT-2 does")
+    C = hf.get("n_embd", 768)
+    if hf.get("n_inner") not in (None, 4 * C):
+        raise refuse(f"n_inner = {hf['n_inner']}; this model's MLP is 4 x n_embd = {4 * C} wide")
+    if not vocab_fits:
+        raise refuse(f"vocab_size = {hf.get('vocab_size')} does not fit GPT-2's tokenizer ({GPT2_VOCAB} tokens)")
+    try:
+        return ModelConfig(
+            vocab_size=hf.get("vocab_size", GPT2_VOCAB), block_size=hf.get("n_positions", 1024),
+            n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=C,
+            dropout=0.0, bias=True, position="learned", attention="sdpa",
+            scale_attention=bool(hf.get("scale_attn_weights", True)),
+            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        )
+    except UserError as error:
+        raise refuse(str(error))
+
+
+def state_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 tensors under our names; Conv1D weights transposed, mask buffers dropped."""
+    state = {}
+    for name, tensor in hf_state.items():
+        name = name.removeprefix("transformer.")
+        parts = name.split(".")
+        if parts[0] == "h" and ".".join(parts[2:]) in MASK_BUFFERS:
+            continue
+        if parts[0] == "h":
+            name = ".".join(["blocks", *parts[1:]])
+        if name.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()  # Conv1D (in, out) -> Linear (out, in)
+        state[name] = tensor.contiguous()
+    state.pop("lm_head.weight", None)  # tied: the same matrix as wte.weight
+    return state
+
+
+def state_to_hf(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under Hugging Face GPT-2's names. A model without biases gets zero biases,
+    which computes the same function in GPT-2's layers, which always have them."""
+    state = {}
+    for name, tensor in weights_of(model).items():
+        if name.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t().contiguous()  # Linear (out, in) -> Conv1D (in, out)
+        if name.startswith("blocks."):
+            name = "h." + name.removeprefix("blocks.")
+        state[name if name.startswith("lm_head.") else "transformer." + name] = tensor
+    if not model.config.bias:
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and name != "lm_head":
+                hf_name = "transformer." + name.replace("blocks.", "h.", 1) + ".bias"
+                state[hf_name] = torch.zeros(module.weight.shape[0] if isinstance(module, torch.nn.Linear)
+                                             else module.normalized_shape[0])
+    return state
+
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors (one file or shards listed in model.safetensors.index.json), else pytorch_model.bin."""
+    try:
+        if (folder / "model.safetensors").is_file():
+            return load_file(folder / "model.safetensors")
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {name: t for shard in shards for name, t in load_file(folder / shard).items()}
+        if (folder / "pytorch_model.bin").is_file():
+            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        cause = (str(error).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"the weights in {folder} cannot be read ({type(error).__name__}: {cause}); download them again")
+    raise UserError(f"{folder} has a config.json but no weights: it needs model.safetensors or pytorch_model.bin")
+
+
+def hf_folder_tokenizer(folder: Path) -> CharTokenizer | TiktokenTokenizer | None:
+    """The tokenizer an exported folder of ours carries in tokenizer.json (one with a "kind"), else None."""
+    try:
+        description = json.loads((folder / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return from_description(description) if isinstance(description, dict) and "kind" in description else None
+
+
+def load_hf_folder(folder: Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:
+    """A Hugging Face GPT-2 folder as our GPT (eval mode) and its tokenizer."""
+    try:
+        hf_config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder}/config.json cannot be read ({error}); download the model folder again")
+    tokenizer = hf_folder_tokenizer(folder)
+    vocab = hf_config.get("vocab_size", GPT2_VOCAB)
+    vocab_fits = vocab == (tokenizer.vocab_size if tokenizer is not None else GPT2_VOCAB)
+    config = model_config_from_hf(hf_config, vocab_fits, folder)
+    model = load_weights(GPT(config), state_from_hf(read_hf_weights(folder)), folder).to(device)
+    return model.eval(), tokenizer if tokenizer is not None else tiktoken_tokenizer("gpt2")
+
+
+def download(name: str) -> Path:
+    """A hub model's folder, fetched by huggingface_hub (optional) into its cache."""
+    how = (f"or download the folder yourself (config.json and model.safetensors from "
+           f"huggingface.co/{name}) and pass its path")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UserError(f"fetching {name!r} needs huggingface_hub: pip install -e \".[hub]\"; {how}")
+    try:
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as error:  # offline, a refused connection, an unknown name
+        raise UserError(f"could not fetch {name!r} from the Hugging Face hub ({type(error).__name__}); "
+                        f"connect to the internet, {how}")
+
+
+def check_empty(target: Path) -> None:
+    """Refuse to write into a file or a folder that already holds something."""
+    if target.is_file() or target.is_dir() and any(target.iterdir()):
+        raise UserError(f"{target} already exists and is not empty; choose another --out")
+
+
+def import_gpt2(source: str, out: str, say=print) -> Path:
+    """Write a checkpoint folder at out from a Hugging Face GPT-2 folder or hub name."""
+    started = time.perf_counter()
+    target = Path(out)
+    check_empty(target)
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        if source not in HUB_MODELS:
+            raise UserError(f"{source!r} is neither a folder nor a hub model; give a Hugging Face GPT-2 folder "
+                            f"(config.json and model.safetensors) or one of {', '.join(HUB_MODELS)}")
+        folder = download(source)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} has no config.json; give a Hugging Face GPT-2 model folder")
+    model, tokenizer = load_hf_folder(folder)
+    model_table = {key: value for key, value in asdict(model.config).items() if key != "vocab_size"}
+    run_config = {"model": model_table, "data": asdict(DataConfig(tokenizer="gpt2")), "train": asdict(TrainConfig())}
+    save_checkpoint(target, model, run_config, tokenizer, None, source=f"Hugging Face GPT-2 from {source}")
+    say(f"imported {source}: {model.num_parameters():,} parameters, {model.config.n_layer} layers, "
+        f"{model.config.n_embd} wide, context {model.config.block_size}, in {time.perf_counter() - started:.1f} s "
+        f"-> {target}")
+    return target
+
+
+def hf_config_for(config: ModelConfig, gpt2_tokens: bool) -> dict:
+    """config.json for transformers' GPT2LMHeadModel computing the same function as config."""
+    special = GPT2_VOCAB - 1 if gpt2_tokens else None
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
+        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
+        "activation_function": "gelu_new", "layer_norm_epsilon": config.layer_norm_eps,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False, "tie_word_embeddings": config.tie_weights, "use_cache": True,
+        "bos_token_id": special, "eos_token_id": special,
+    }
+
+
+def check_exportable(config: ModelConfig) -> None:
+    """Refuse a model that transformers' GPT-2 would compute differently."""
+    reasons = []
+    if config.position != "learned":
+        reasons.append(f"model.position = {config.position!r} (GPT-2 adds learned positions)")
+    if not config.causal:
+        reasons.append("model.causal = false (GPT-2 always masks the future)")
+    if not config.scale_attention:
+        reasons.append("model.scale_attention = false (exported GPT-2 scales by 1/sqrt(D))")
+    if reasons:
+        raise UserError(f"this model is not GPT-2's function, so transformers would compute something else: "
+                        f"{'; '.join(reasons)}. Only models with learned positions, the causal mask and scaled "
+                        "attention can be exported")
+
+
+def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
+    """Write config.json, model.safetensors and tokenizer files that transformers loads, at out."""
+    from .load import load_model
+
+    model, tokenizer = load_model(checkpoint)
+    check_exportable(model.config)
+    gpt2_tokens = isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2"
+    target = Path(out)
+    check_empty(target)
+    written = []
+
+    def write(folder: Path) -> None:
+        (folder / "config.json").write_text(json.dumps(hf_config_for(model.config, gpt2_tokens), indent=2))
+        save_file(state_to_hf(model), folder / "model.safetensors", metadata={"format": "pt"})
+        written.extend(["config.json", "model.safetensors"])
+        if gpt2_tokens:
+            written.extend(write_gpt2_tokenizer_files(tokenizer.encoding, folder, model.config.block_size))
+        else:
+            (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
+            written.append("tokenizer.json")
+
+    try:
+        write_folder_atomically(target, write)
+    except OSError as error:
+        raise UserError(f"could not write {target} ({error.strerror or error}); free some disk space or choose another --out")
+    say(f"wrote {target}: {', '.join(written)}")
+    if not gpt2_tokens:
+        say(f"note: this model's tokenizer ({tokenizer.describe()['kind']}) is not GPT-2's: transformers gets the "
+            "model only; tokenizer.json is minitransformer's, for `minitransformer sample` and `import-gpt2`")
+    return target

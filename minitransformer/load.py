@@ -1,0 +1,26 @@
+"""`load_model`: one call from any saved model to a ready GPT and its tokenizer.
+
+It is what `sample`, `inspect`, `export-gpt2` and `train --init-from` use, so each of them takes
+any of the three kinds of folder:
+- a checkpoint folder written by training or `import-gpt2` (`best/`, `last/`, ...);
+- a run folder (its best checkpoint, else its last);
+- a Hugging Face GPT-2 folder (`config.json` with `model.safetensors` or `pytorch_model.bin`).
+"""
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .gpt2 import is_hf_folder, load_hf_folder
+from .model import GPT
+from .tokenizer import CharTokenizer, TiktokenTokenizer
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:
+    """(model, tokenizer) for a checkpoint, run or Hugging Face GPT-2 folder; the model in eval mode."""
+    path = Path(path).expanduser()
+    if is_hf_folder(path):
+        return load_hf_folder(path, device)
+    checkpoint = load_checkpoint(path, device)
+    return model_from_checkpoint(checkpoint, device).eval(), checkpoint.tokenizer
