@@ -3,6 +3,7 @@
 - `capture_attention(model)`: a context manager that collects every layer's attention weights
   (B, H, T, T) during the passes run inside it, without editing the model's code.
 - `readable_token`, `token_label`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
+- `head_scores`: how much each head acts as a previous-token head and as an induction head.
 - `break_in_attention(model, layer)`: stops Python's debugger inside `scaled_dot_product_attention`
   of one layer, with q, k, v, scores, mask, weights and out as local variables.
 
@@ -124,6 +125,23 @@ def next_token_table(logits: torch.Tensor, label, k: int = 10) -> str:
     probs = torch.softmax(logits.float(), dim=-1)
     values, ids = probs.topk(min(k, probs.shape[0]))
     return "\n".join(f"  {p:6.1%}  {label(i)}" for p, i in zip(values.tolist(), ids.tolist()))
+
+
+def head_scores(maps: list[torch.Tensor], period: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two scores per layer and head, each (L, H), from captured maps of a sequence that repeats
+    itself after `period` tokens (batch item 0):
+
+    - previous-token score: the mean weight a position gives the position just before it;
+    - induction score: the mean weight a position in the repeat gives the token that followed
+      its earlier occurrence (t - period + 1): "last time this came, that came next".
+    """
+    weights = torch.stack([layer_map[0] for layer_map in maps])  # (L, H, T, T)
+    T = weights.shape[-1]
+    t = torch.arange(1, T)
+    previous = weights[:, :, t, t - 1].mean(-1)  # (L, H)
+    t = torch.arange(period, T)
+    induction = weights[:, :, t, t - period + 1].mean(-1)  # (L, H)
+    return previous, induction
 
 
 def line_of(function, statement: str) -> int:

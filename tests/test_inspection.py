@@ -187,3 +187,21 @@ def test_every_experiment_runs_on_the_tiny_config(overrides, tmp_path):
     assert main(args) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 2, 4] and all(math.isfinite(row["val_loss"]) for row in rows)
+
+
+def test_head_scores_find_previous_token_and_induction_patterns():
+    from minitransformer.inspection import head_scores
+
+    period, T = 5, 10
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    previous[torch.arange(1, T), torch.arange(T - 1)] = 1.0  # each position looks one back
+    induction = torch.eye(T)
+    induction[torch.arange(period, T), torch.arange(1, T - period + 1)] = 1.0
+    induction[torch.arange(period, T), torch.arange(period, T)] = 0.0
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1).unsqueeze(1)
+    maps = [torch.stack([previous, induction, uniform]).unsqueeze(0)]  # one layer, three heads: (1, 3, T, T)
+    prev_scores, induction_scores = head_scores(maps, period)
+    assert_close(prev_scores[0], torch.tensor([1.0, 0.0, uniform[torch.arange(1, T), torch.arange(T - 1)].mean()]))
+    assert induction_scores[0, 1] == 1.0 and induction_scores[0, 0] == 0.0
+    assert 0 < induction_scores[0, 2] < 0.25
