@@ -114,7 +114,7 @@ def find_checkpoint(path: str | Path) -> Path:
                 return folder
     raise UserError(
         f"no checkpoint at {path}; pass a run folder written by `minitransformer train` "
-        "(e.g. runs/shakespeare_char) or one of its best/ or last/ folders"
+        "(e.g. runs/shakespeare_char), one of its best/ or last/ folders, or a Hugging Face GPT-2 folder"
     )
 
 
@@ -134,24 +134,30 @@ def read_weights(path: Path, device: torch.device | str) -> dict[str, torch.Tens
     return torch.load(path / LEGACY_WEIGHTS, map_location=device, weights_only=True)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Load a checkpoint folder (or a run folder's best one) onto device."""
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_state: bool = False) -> Checkpoint:
+    """Load a checkpoint folder (or a run folder's best one) onto device.
+
+    with_state: also load state.pt (optimizer moments, twice the weights' size), which only
+    resuming needs; train_state is None without it, and for imported models, which have none.
+    """
     path = find_checkpoint(path)
     try:
         config = json.loads((path / "config.json").read_text())
-        tokenizer = from_description(json.loads((path / "tokenizer.json").read_text()))
+        description = json.loads((path / "tokenizer.json").read_text())
         model_config = ModelConfig(**config["model"])
+        run_config = config["run"]
         model_state = read_weights(path, device)
         state_path = path / "state.pt"  # absent from imported models, which were never trained here
-        train_state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
-    except UserError:
-        raise
-    except Exception as error:  # a missing file, bad JSON, a truncated or foreign tensor file
+        train_state = None
+        if with_state and state_path.exists():
+            train_state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a missing file, bad JSON or config values, a truncated or foreign tensor file
         raise damaged(path, error)
+    tokenizer = from_description(description)  # its errors (an encoding tiktoken cannot load) say what to do
     if tokenizer.vocab_size != model_config.vocab_size:
         raise damaged(path, ValueError(
             f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}"))
-    return Checkpoint(path, model_config, config["run"], tokenizer, model_state, train_state)
+    return Checkpoint(path, model_config, run_config, tokenizer, model_state, train_state)
 
 
 def read_run_config(path: str | Path) -> dict:

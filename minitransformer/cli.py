@@ -79,8 +79,16 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line (with where to find help), as every
+    other mistake is, instead of the usage text followed by the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="minitransformer",
         description="A minimal, explicit GPT: train it, sample from it, look inside it.",
     )

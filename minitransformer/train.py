@@ -163,7 +163,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> 
     """The run in out_dir, continued from `last/` under config (which may extend it)."""
     cfg = config.train
     check_has_run(out_dir)
-    checkpoint = load_checkpoint(out_dir / "last", device)
+    checkpoint = load_checkpoint(out_dir / "last", device, with_state=True)
     saved = checkpoint.train_state
     if saved is None:
         raise UserError(f"{checkpoint.path} holds no training state (an imported model); "

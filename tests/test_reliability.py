@@ -192,6 +192,23 @@ def test_a_damaged_last_metrics_line_is_repaired_on_resume(tiny_run, tmp_path, c
     assert [row["step"] for row in rows] == [0, 20, 40, 45]
 
 
+def test_a_damaged_state_file_is_one_line_on_resume_and_sampling_does_not_need_it(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "last" / "state.pt").write_bytes(os.urandom(4096))
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    assert "damaged" in error_line(capsys)
+    assert main(["sample", "--checkpoint", str(run / "last"), "--max-new-tokens", "5"]) == 0
+
+
+@pytest.mark.parametrize("args", [["train", "--pause-after", "1.5"], ["sample", "--top-k", "many"], ["bogus"],
+                                  ["train", "--no-such-flag"]])
+def test_command_line_mistakes_are_one_line(capsys, args):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    error_line(capsys)
+
+
 def write_json(path, change):
     data = json.loads(path.read_text())
     change(data)
@@ -203,7 +220,7 @@ def write_json(path, change):
     (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_embd=64)), "do not fit"),
     (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer=3)), "do not fit"),
     (lambda ckpt: (ckpt / "model.safetensors").write_bytes(os.urandom(4096)), "damaged"),
-    (lambda ckpt: (ckpt / "state.pt").write_bytes(os.urandom(4096)), "damaged"),
+    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer="two")), "damaged"),
     (lambda ckpt: (ckpt / "config.json").write_text("{"), "damaged"),
 ])
 def test_damaged_checkpoints_are_one_short_line(tiny_run, tmp_path, capsys, damage, fragment):

@@ -140,7 +140,7 @@ def test_a_checkpoint_left_as_old_by_a_crash_is_found_and_resumed(run_dir):
     assert train_tiny(run_dir, "--set", "train.max_steps=20", "--pause-after", "10") == 0
     (run_dir / "last").rename(run_dir / "last.old")  # a crash between save's two renames
     assert find_checkpoint(run_dir / "last") == run_dir / "last.old"
-    assert load_checkpoint(run_dir / "last").train_state["step"] == 10
+    assert load_checkpoint(run_dir / "last", with_state=True).train_state["step"] == 10
     assert main(["train", "--out", str(run_dir), "--resume"]) == 0
     assert torch.load(run_dir / "last" / "state.pt", weights_only=True)["step"] == 20
     assert not (run_dir / "last.old").exists()
