@@ -109,9 +109,11 @@ class DataConfig:
     corpus: str = "tinyshakespeare"  # the shipped corpus, a text file, or a folder of .txt files
     tokenizer: str = "char"  # "char", "gpt2", or another tiktoken encoding's name
     val_fraction: float = 0.1  # the last 10% of the text is held out, as in nanoGPT
+    split: str = "characters"  # or "files": a folder's last files (val_fraction of the text) are held out
 
     def __post_init__(self):
         check_field_types(self, "data")
+        check_choice("data", "split", self.split, ("characters", "files"))
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
 

@@ -1,10 +1,14 @@
-"""Data: read a corpus, tokenise it once into memory-mapped files, and draw random batches.
+"""Data: tokenise a corpus once into memory-mapped files, and draw random batches.
 
 Design choices:
-- The corpus is "tinyshakespeare" (shipped in the package), a text file, or a folder of `.txt`
-  files (read in sorted order, joined by newlines).
+- The corpus streams through (corpus.py): a first reading counts, collects the alphabet and
+  hashes; a second tokenises pieces straight into the token files, so memory stays bounded
+  whatever the corpus's size. tiktoken encodes a batch of pieces on every core at once; the
+  character tokenizer looks ids up in a table with numpy. A progress bar counts the bytes.
 - Like nanoGPT, the text is split by characters, the first 90% for training and the rest for
-  validation, and each part is tokenised on its own.
+  validation, and each part is tokenised on its own. With `data.split = "files"` a folder is
+  split by whole files instead (the last files in sorted order go to validation), so validation
+  text is never the continuation of a training file.
 - Token ids are stored as uint16 when every id fits (vocab_size <= 65,536) and as uint32
   otherwise; a larger id stored as uint16 would silently wrap around.
 - The tokenised files live in `<run dir>/data/` with a `meta.json` that records the corpus's
@@ -14,48 +18,26 @@ Design choices:
   folder as it was, never new bins beside an old meta.json.
 - A batch is B random windows of block_size + 1 tokens: inputs are the first block_size tokens,
   targets the same window shifted by one. Positions come from a `torch.Generator`, whose state a
-  checkpoint saves, so a resumed run draws the same batches as an uninterrupted one.
+  checkpoint saves, so a resumed run draws the same batches as an uninterrupted one. Under
+  torchrun every rank draws the whole global batch (world x B windows) from the same generator
+  and keeps its own slice, so N ranks together see exactly the batch one process would.
 """
 
-import hashlib
 import json
+import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from .corpus import PIECE_CHARS, CorpusScan, corpus_files, safe_cut, scan_corpus, split_pieces, text_pieces
 from .errors import UserError
 from .files import write_folder_atomically
 from .tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
 
-SHIPPED_CORPUS = "tinyshakespeare"
-
-
-def read_corpus(corpus: str) -> str:
-    """The text of the shipped corpus, a text file, or all `.txt` files in a folder."""
-    if corpus == SHIPPED_CORPUS:
-        return (resources.files("minitransformer") / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    path = Path(corpus).expanduser()
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise UserError(f"data.corpus: the folder {path} has no .txt files; point it at a text file or such a folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError(
-            f"data.corpus: {corpus!r} is neither a file nor a folder; use a path to a text file, "
-            f"a folder of .txt files, or {SHIPPED_CORPUS!r}"
-        )
-    try:
-        text = "\n".join(file.read_text(encoding="utf-8") for file in files)
-    except UnicodeDecodeError as error:
-        raise UserError(f"data.corpus: a file under {path} is not UTF-8 text ({error.reason}); convert it to UTF-8")
-    if len(text) < 2:
-        raise UserError(f"data.corpus: {corpus!r} holds no text; give it at least a few thousand characters")
-    return text
+SPLITS = ("characters", "files")
 
 
 def token_dtype(vocab_size: int) -> type:
@@ -82,36 +64,121 @@ def bins_match(data_dir: Path, meta: dict) -> bool:
     return True
 
 
-def write_splits(text: str, tokenizer, meta: dict, corpus: str, folder: Path) -> None:
-    """Tokenise the two splits into folder/train.bin and folder/val.bin, then write meta.json."""
-    split = int(len(text) * (1 - meta["val_fraction"]))
-    for name, part in (("train", text[:split]), ("val", text[split:])):
-        ids = np.array(tokenizer.encode(part), dtype=meta["dtype"])
-        if len(ids) == 0:
+class TokenWriter:
+    """Tokenises a stream of text into a token file, a batch of pieces at a time."""
+
+    def __init__(self, path: Path, tokenizer: CharTokenizer | TiktokenTokenizer, dtype: str):
+        self.file = path.open("wb")
+        self.tokenizer, self.dtype = tokenizer, dtype
+        self.pending: list[str] = []  # text not tokenised yet
+        self.pending_chars = 0
+        self.batch_chars = PIECE_CHARS * (os.cpu_count() or 1)  # one piece per core per batch
+        self.tokens = 0
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        self.pending_chars += len(text)
+        if self.pending_chars >= self.batch_chars:
+            self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        """Tokenise the pending text up to its last safe cut (all of it when final)."""
+        text = "".join(self.pending)
+        anywhere = isinstance(self.tokenizer, CharTokenizer)  # one token per character: any cut is safe
+        cut = len(text) if final or anywhere else safe_cut(text)
+        if cut == 0:  # no safe cut yet: wait for more text before trying again
+            self.batch_chars = 2 * len(text)
+            return
+        self.pending = [text[cut:]] if cut < len(text) else []
+        self.pending_chars = len(text) - cut
+        ready = text[:cut]
+        pieces = [ready[i : i + PIECE_CHARS] for i in range(0, cut, PIECE_CHARS)] if anywhere else \
+            split_pieces(ready, PIECE_CHARS)
+        for ids in self.tokenizer.encode_batch(pieces):
+            self.file.write(ids.astype(self.dtype).tobytes())
+            self.tokens += len(ids)
+
+    def close(self) -> int:
+        """Tokenise what is left, close the file; returns the number of tokens written."""
+        self.flush(final=True)
+        self.file.close()
+        return self.tokens
+
+
+def write_splits(scan: CorpusScan, tokenizer, meta: dict, corpus: str, folder: Path, bar: tqdm | None) -> None:
+    """Tokenise the corpus into folder/train.bin and folder/val.bin, then write meta.json."""
+    writers = {name: TokenWriter(folder / f"{name}.bin", tokenizer, meta["dtype"]) for name in ("train", "val")}
+    try:
+        if meta["split"] == "files":
+            n_train = train_file_count(scan, meta["val_fraction"], corpus)
+            for name, files in (("train", scan.files[:n_train]), ("val", scan.files[n_train:])):
+                for piece in text_pieces(files, bar):
+                    writers[name].add(piece)
+        else:
+            train_chars, seen = int(scan.chars * (1 - meta["val_fraction"])), 0
+            for piece in text_pieces(scan.files, bar):
+                if seen < train_chars:
+                    writers["train"].add(piece[: train_chars - seen])
+                if seen + len(piece) > train_chars:
+                    writers["val"].add(piece[max(train_chars - seen, 0):])
+                seen += len(piece)
+        for name, writer in writers.items():
+            meta[f"{name}_tokens"] = writer.close()
+    finally:
+        for writer in writers.values():
+            writer.file.close()
+    for name in ("train", "val"):
+        if meta[f"{name}_tokens"] == 0:
             raise UserError(
                 f"data.corpus {corpus!r} is too short: its {name} split is empty; "
                 "use a longer text or change data.val_fraction"
             )
-        meta[f"{name}_tokens"] = len(ids)
-        ids.tofile(folder / f"{name}.bin")
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+def train_file_count(scan: CorpusScan, val_fraction: float, corpus: str) -> int:
+    """How many leading files train on when a folder is split by files: the last files, at least
+    one, go to validation until they hold val_fraction of the characters."""
+    if len(scan.files) < 2:
+        raise UserError(f"data.split = 'files' needs a folder of at least two .txt files; {corpus!r} has "
+                        f"{len(scan.files)}. Use data.split = 'characters' or add files")
+    n_train, val_chars = len(scan.files) - 1, scan.file_chars[-1]
+    while n_train > 1 and val_chars < val_fraction * scan.chars:
+        n_train -= 1
+        val_chars += scan.file_chars[n_train]
+    return n_train
+
+
+def progress_bar(description: str, total: int, progress: bool | None) -> tqdm:
+    """A bar in bytes on stderr; progress None shows it only when stderr is a terminal."""
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=None if progress is None else not progress, dynamic_ncols=True)
+
+
 def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path, say=print,
-                 tokenizer: CharTokenizer | TiktokenTokenizer | None = None) -> Dataset:
+                 tokenizer: CharTokenizer | TiktokenTokenizer | None = None, split: str = "characters",
+                 progress: bool | None = None) -> Dataset:
     """Tokenise the corpus into data_dir, or reuse what an earlier run left there.
 
     tokenizer: a given tokenizer (a pretrained model's) instead of building one of tokenizer_kind.
+    split: "characters" (the last val_fraction of the text) or "files" (the last files).
+    progress: show byte progress bars (None: only on a terminal).
     The folder is built whole under `data.tmp/` and swapped in, so its bins and meta.json always
     belong together; on reuse, each bin's size is checked against meta.json as well.
     """
-    text = read_corpus(corpus)
-    tokenizer = tokenizer or build_tokenizer(tokenizer_kind, text)
+    if split not in SPLITS:
+        raise UserError(f"data.split = {split!r} is not allowed; choose one of {list(SPLITS)}")
+    files = corpus_files(corpus)
+    size = sum(path.stat().st_size for path in files)  # bytes, the bars' total
+    with progress_bar("reading corpus", size, progress) as bar:
+        scan = scan_corpus(corpus, files, bar)
+    tokenizer = tokenizer or build_tokenizer(tokenizer_kind, scan.alphabet)
     meta = {
         "corpus": corpus,
-        "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "corpus_sha256": scan.sha256,
         "tokenizer": tokenizer.describe(),
         "val_fraction": val_fraction,
+        "split": split,
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
     }
     meta_path = data_dir / "meta.json"
@@ -119,7 +186,8 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         cached = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     except (OSError, ValueError):
         cached = None
-    reusable = isinstance(cached, dict) and {key: cached.get(key) for key in meta} == meta
+    reusable = isinstance(cached, dict) and {key: cached.get(key, "characters" if key == "split" else None)
+                                              for key in meta} == meta
     if reusable and not bins_match(data_dir, cached):
         say(f"note: the tokenised data in {data_dir} does not match its meta.json; preparing it again")
         reusable = False
@@ -127,7 +195,8 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         meta = cached
     else:
         try:
-            write_folder_atomically(data_dir, lambda folder: write_splits(text, tokenizer, meta, corpus, folder))
+            with progress_bar("tokenising", size, progress) as bar:
+                write_folder_atomically(data_dir, lambda folder: write_splits(scan, tokenizer, meta, corpus, folder, bar))
         except OSError as error:
             raise UserError(f"could not write the tokenised data to {data_dir} ({error.strerror or error}); "
                             "free some disk space or choose another --out")
@@ -153,9 +222,16 @@ def get_batch(
     block_size: int,
     generator: torch.Generator,
     device: torch.device,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """B random windows: inputs x (B, T) and targets y (B, T), y[:, t] = the token after x[:, t]."""
-    starts = torch.randint(len(split) - block_size, (batch_size,), generator=generator)  # (B,)
+    """B random windows: inputs x (B, T) and targets y (B, T), y[:, t] = the token after x[:, t].
+
+    With world > 1 (torchrun), world x B windows are drawn, the same on every rank, and this rank
+    keeps the B of its slice: together the ranks see exactly one process's batch of world x B.
+    """
+    starts = torch.randint(len(split) - block_size, (batch_size * world,), generator=generator)  # (world * B,)
+    starts = starts[rank * batch_size : (rank + 1) * batch_size]  # (B,): this rank's slice
     windows = np.stack([split[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64)  # (B, T + 1)
     windows = torch.from_numpy(windows).to(device)
     return windows[:, :-1], windows[:, 1:]  # (B, T) each

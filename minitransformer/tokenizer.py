@@ -1,6 +1,7 @@
 """Tokenizers: text to token ids and back, behind one small interface.
 
-Every tokenizer has `encode(text) -> list[int]`, `decode(ids) -> str`, `vocab_size`, and
+Every tokenizer has `encode(text) -> list[int]`, `encode_batch(texts) -> list of id arrays` (fast,
+for preparing corpora), `decode(ids) -> str`, `vocab_size`, and
 `describe() -> dict`, a JSON-able description saved with every checkpoint so that
 `from_description` rebuilds the same tokenizer without the corpus.
 
@@ -11,8 +12,10 @@ Every tokenizer has `encode(text) -> list[int]`, `decode(ids) -> str`, `vocab_si
   it, which means from its cache or the network; otherwise a clear error naming the offline choices.
 """
 
+import os
 from importlib import resources
 
+import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
@@ -33,6 +36,7 @@ class CharTokenizer:
         self.chars = chars
         self.stoi = {ch: i for i, ch in enumerate(chars)}
         self.vocab_size = len(chars)
+        self._table: np.ndarray | None = None  # code point -> id, made on first encode_batch
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
@@ -50,6 +54,22 @@ class CharTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Encode several texts at once, vectorised: each character's code point indexes a
+        table of ids (-1 for characters outside the vocabulary)."""
+        if self._table is None:
+            self._table = np.full(max(map(ord, self.chars)) + 1, -1, dtype=np.int64)
+            self._table[[ord(ch) for ch in self.chars]] = np.arange(len(self.chars))
+        out = []
+        for text in texts:
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (N,) code points
+            ids = self._table[np.minimum(points, len(self._table) - 1)]
+            ids[points >= len(self._table)] = -1
+            if (ids < 0).any():
+                self.encode(text)  # raises the error that names the unknown characters
+            out.append(ids)
+        return out
 
     def describe(self) -> dict:
         return {"kind": "char", "chars": self.chars}
@@ -69,6 +89,11 @@ class TiktokenTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.encoding.decode(ids)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Encode several texts at once; tiktoken spreads them over threads (one per core)."""
+        batches = self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        return [np.array(ids, dtype=np.int64) for ids in batches]
 
     def describe(self) -> dict:
         return {"kind": "tiktoken", "name": self.name}

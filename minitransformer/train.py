@@ -22,17 +22,21 @@ import math
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint, weights_of
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
-from .device import autocast, choose_device, choose_dtype
+from .device import autocast, choose_dtype
+from .distributed import Ranks, start_distributed, stop_distributed
 from .errors import UserError
 from .generate import generate
 from .load import load_model
@@ -72,6 +76,13 @@ class Run:
     batch_generator: torch.Generator
     state: RunState
     say: object = field(default=print)  # prints a line (through the progress bar while it shows)
+    ranks: Ranks = field(default_factory=Ranks)  # this process among torchrun's (rank 0 of 1 without)
+    trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
+
+    def __post_init__(self):
+        if self.trainer is None:
+            self.trainer = self.model if self.ranks.world == 1 else DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
 
 class Diverged(UserError):
@@ -139,27 +150,39 @@ def pretrained_model(path: str, config: RunConfig, device: torch.device) -> tupl
     return config, model, tokenizer
 
 
-def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_from: str | None = None) -> Run:
+def run_data(config: RunConfig, out_dir: Path, say, tokenizer, ranks: Ranks, progress: bool | None, check=None) -> Dataset:
+    """The run's tokenised data, prepared by rank 0 (after check(), if given) and reused by the others."""
+    def work() -> Dataset:
+        if ranks.main and check is not None:
+            check()
+        return prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data",
+                            say, tokenizer, config.data.split, progress if ranks.main else False)
+
+    return ranks.main_first(work)
+
+
+def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_from: str | None = None,
+              ranks: Ranks = Ranks(), progress: bool | None = None) -> Run:
     """A new run: fresh weights (or a pretrained model's, with init_from), optimizers and generators."""
     cfg = config.train
-    check_no_run(out_dir)
     torch.manual_seed(cfg.seed)
     model, tokenizer = None, None
     if init_from is not None:
         config, model, tokenizer = pretrained_model(init_from, config, device)
-    dataset = prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data", say,
-                           tokenizer)
+    dataset = run_data(config, out_dir, say, tokenizer, ranks, progress, check=lambda: check_no_run(out_dir))
     model_config = model_config_for(config, dataset)
     check_memory(model_config, cfg, device)
     if model is None:
         model = GPT(model_config).to(device)
-    (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if ranks.main:
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     return Run(config, out_dir, device, choose_dtype(cfg.dtype, device, model_config.n_embd), dataset, model,
                make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed),
-               RunState(Schedule.for_config(cfg)), say)
+               RunState(Schedule.for_config(cfg)), say, ranks)
 
 
-def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> Run:
+def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ranks: Ranks = Ranks(),
+                progress: bool | None = None) -> Run:
     """The run in out_dir, continued from `last/` under config (which may extend it)."""
     cfg = config.train
     check_has_run(out_dir)
@@ -169,7 +192,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> 
         raise UserError(f"{checkpoint.path} holds no training state (an imported model); "
                         f"to train it, start a new run with --init-from {checkpoint.path}")
     check_same_optimizer(saved.get("optimizer", checkpoint.run_config["train"]["optimizer"]), cfg.optimizer)
-    dataset = prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data", say)
+    dataset = run_data(config, out_dir, say, None, ranks, progress)
     model_config = model_config_for(config, dataset)
     if checkpoint.model_config != model_config:
         raise UserError(
@@ -198,9 +221,10 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say) -> 
             f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s of training); "
             "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
         )
-    keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
+    if ranks.main:
+        keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
     return Run(config, out_dir, device, choose_dtype(cfg.dtype, device, model_config.n_embd), dataset, model,
-               optimizers, batch_generator, state, say)
+               optimizers, batch_generator, state, say, ranks)
 
 
 def save_run(run: Run, name: str) -> None:
@@ -217,8 +241,8 @@ def save_run(run: Run, name: str) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtype) -> dict[str, float]:
-    """Mean loss over eval_batches batches of each split.
+def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtype, ranks: Ranks = Ranks()) -> dict[str, float]:
+    """Mean loss over eval_batches batches of each split (each rank takes its slice; averaged over ranks).
 
     A fresh generator with a fixed seed draws the same batches at every evaluation, so the
     numbers move only because the model does, and the training batches are left undisturbed.
@@ -230,11 +254,11 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
         generator = torch.Generator().manual_seed(train.seed + 1)
         total = 0.0
         for _ in range(train.eval_batches):
-            x, y = get_batch(split, train.batch_size, model.config.block_size, generator, device)
+            x, y = get_batch(split, train.batch_size, model.config.block_size, generator, device, ranks.rank, ranks.world)
             with autocast(device, dtype):
                 _, loss = model(x, y)
             total += loss.item()
-        losses[name] = total / train.eval_batches
+        losses[name] = ranks.mean(total / train.eval_batches)
     model.train()
     return losses
 
@@ -242,22 +266,30 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
 def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
     """Evaluate, log a metrics row, and save `best/` (on a new lowest val loss) and `last/`."""
     cfg, state = run.config.train, run.state
-    losses = evaluate(run.model, run.dataset, cfg, run.dtype)
+    losses = evaluate(run.model, run.dataset, cfg, run.dtype, run.ranks)
     for name, value in losses.items():
         if not math.isfinite(value):
             raise diverged(state.step, f"{name} loss", value, cfg, saved_step)
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * run.model.config.block_size
-    append_metrics(run.out_dir / "metrics.jsonl", {
-        "step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
-        "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 2),
-        "tokens": state.step * tokens_per_step})
     run.say(f"step {state.step:>6}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
             f"{state.elapsed_s:.0f}s")
-    if losses["val"] < state.best_val_loss:
+    new_best = losses["val"] < state.best_val_loss
+    if new_best:
         state.best_val_loss = losses["val"]
-        save_run(run, "best")
-    save_run(run, "last")
+    if run.ranks.main:
+        append_metrics(run.out_dir / "metrics.jsonl", {
+            "step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
+            "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 2),
+            "tokens": state.step * tokens_per_step(run)})
+        if new_best:
+            save_run(run, "best")
+        save_run(run, "last")
     return losses
+
+
+def tokens_per_step(run: Run) -> int:
+    """Tokens in one optimizer step, over all ranks."""
+    cfg = run.config.train
+    return cfg.batch_size * cfg.grad_accum * run.model.config.block_size * run.ranks.world
 
 
 def train_step(run: Run, saved_step: int | None) -> float:
@@ -267,14 +299,19 @@ def train_step(run: Run, saved_step: int | None) -> float:
         state.schedule.decay_start = state.now(state.schedule.unit)  # warm-up ends: the cosine starts here
     set_learning_rate(run.optimizers, lr_at(state.step, state.now(state.schedule.unit), state.schedule, cfg))
     total = 0.0
-    for _ in range(cfg.grad_accum):
-        x, y = get_batch(run.dataset.train, cfg.batch_size, model.config.block_size, run.batch_generator, run.device)
-        with autocast(run.device, run.dtype):
-            _, loss = model(x, y)
-        # Each micro-batch's loss is a mean over its tokens; dividing by grad_accum makes the
-        # summed gradients those of the mean over the whole step's tokens.
-        (loss / cfg.grad_accum).backward()
+    for micro in range(cfg.grad_accum):
+        x, y = get_batch(run.dataset.train, cfg.batch_size, model.config.block_size, run.batch_generator, run.device,
+                         run.ranks.rank, run.ranks.world)
+        # Under DDP, gradients are averaged over ranks during backward; only the last micro-batch
+        # needs that, the others just accumulate locally.
+        last = micro == cfg.grad_accum - 1
+        with autocast(run.device, run.dtype), (nullcontext() if last or run.ranks.world == 1 else run.trainer.no_sync()):
+            _, loss = run.trainer(x, y)
+            # Each micro-batch's loss is a mean over its tokens; dividing by grad_accum makes the
+            # summed gradients those of the mean over the whole step's tokens.
+            (loss / cfg.grad_accum).backward()
         total += loss.item() / cfg.grad_accum
+    total = run.ranks.mean(total)  # every rank sees the same loss, so all stop together if it is NaN
     # Clipping at infinity clips nothing but still measures the norm, which must be finite.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
     if not math.isfinite(total) or not math.isfinite(norm.item()):
@@ -287,19 +324,22 @@ def train_step(run: Run, saved_step: int | None) -> float:
 
 
 class StopRequest:
-    """Turns the first Ctrl-C into a flag that the loop checks between steps; a second one stops at once.
+    """Turns the first Ctrl-C (or SIGTERM: `kill`, or torchrun stopping its workers) into a flag
+    that the loop checks between steps; a second one stops at once.
 
     Python lets only the main thread set signal handlers; in another thread (a notebook's worker,
     a test) Ctrl-C is not delivered there anyway, so the flag simply never rises.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.previous = {}
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.handle)
+            self.previous = {number: signal.signal(number, self.handle) for number in self.SIGNALS}
         return self
 
     def handle(self, signum, frame) -> None:
@@ -308,8 +348,8 @@ class StopRequest:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
 
 
 def describe(run: Run) -> str:
@@ -334,33 +374,48 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     if resume and init_from is not None:
         raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     out_dir = Path(cfg.out_dir)
+    ranks, device = start_distributed(cfg.device)
+    finished = False
+    quiet = quiet or not ranks.main  # under torchrun, rank 0 alone speaks
     say = (lambda message: None) if quiet else print
-    make_run_folder(out_dir)
-    device = choose_device(cfg.device)
-    with RunLock(out_dir, say):
-        clean_temporary(out_dir)
-        run = restore_run(config, out_dir, device, say) if resume else start_run(config, out_dir, device, say, init_from)
-        say(describe(run))
-        # disable=None: no bar when stderr is not a terminal (a log file, a pipe, a notebook).
-        bar = tqdm(total=100, initial=round(100 * progress(run)), disable=True if quiet else None, dynamic_ncols=True,
-                   bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-        if not quiet:
-            run.say = bar.write
-        try:
-            result = loop(run, bar, resume, pause_after)
-        finally:
-            bar.close()
-    state = run.state
-    if result["stopped_by"] is not None:
-        verb = "interrupted" if result["stopped_by"] == "interrupt" else "paused"
-        say(f"{verb} at step {state.step}; saved {out_dir / 'last'}. "
-            f"Resume with: minitransformer train --out {out_dir} --resume")
-    elif cfg.sample_tokens > 0 and not quiet:
-        print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed)
-    return result
+    try:
+        if ranks.main:
+            make_run_folder(out_dir)
+        with RunLock(out_dir, say) if ranks.main else nullcontext():
+            if ranks.main:
+                clean_temporary(out_dir)
+            progress = False if quiet else None  # None: data bars only on a terminal
+            run = restore_run(config, out_dir, device, say, ranks, progress) if resume else \
+                start_run(config, out_dir, device, say, init_from, ranks, progress)
+            say(describe(run))
+            # disable=None: no bar when stderr is not a terminal (a log file, a pipe, a notebook).
+            bar = tqdm(total=100, initial=round(100 * progress_of(run)), disable=True if quiet else None,
+                       dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+            if not quiet:
+                run.say = bar.write
+            try:
+                result = loop(run, bar, resume, pause_after)
+            finally:
+                bar.close()
+        state = run.state
+        if result["stopped_by"] is not None:
+            verb = "interrupted" if result["stopped_by"] == "interrupt" else "paused"
+            say(f"{verb} at step {state.step}; saved {out_dir / 'last'}. "
+                f"Resume with: {resume_command(out_dir, ranks)}")
+        elif cfg.sample_tokens > 0 and not quiet:
+            print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed)
+        finished = True
+        return result
+    finally:
+        stop_distributed(finished)
 
 
-def progress(run: Run) -> float:
+def resume_command(out_dir: Path, ranks: Ranks) -> str:
+    launcher = f"torchrun --nproc_per_node={ranks.world} -m minitransformer" if ranks.world > 1 else "minitransformer"
+    return f"{launcher} train --out {out_dir} --resume"
+
+
+def progress_of(run: Run) -> float:
     """The fraction of the run done, by steps or by seconds of training."""
     schedule = run.state.schedule
     return min(run.state.now(schedule.unit) / schedule.end, 1.0)
@@ -380,21 +435,21 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             if step % cfg.eval_interval == 0 and not (resume and step == start_step):
                 losses = evaluate_and_save(run, saved_step)
                 saved_step = step
-            if stop.requested or (pause_after is not None and step - start_step >= pause_after):
-                stopped_by = "interrupt" if stop.requested else "pause"
+            interrupted = run.ranks.any(stop.requested)  # a Ctrl-C seen by any rank stops them all here
+            if interrupted or (pause_after is not None and step - start_step >= pause_after):
+                stopped_by = "interrupt" if interrupted else "pause"
                 break
             started = time.perf_counter()
             loss = train_step(run, saved_step)
-            seconds = time.perf_counter() - started
+            seconds = run.ranks.from_main(time.perf_counter() - started)  # rank 0's clock decides
             state.step = step + 1
             state.elapsed_s += seconds
-            tokens = cfg.batch_size * cfg.grad_accum * run.model.config.block_size
             bar.set_postfix_str(f"step {state.step}, loss {loss:.3f}, lr {run.optimizers[-1].param_groups[0]['lr']:.2e}, "
-                                f"{tokens / seconds / 1000:.1f}k tok/s", refresh=False)
-            bar.update(round(100 * progress(run)) - bar.n)
+                                f"{tokens_per_step(run) / seconds / 1000:.1f}k tok/s", refresh=False)
+            bar.update(round(100 * progress_of(run)) - bar.n)
         if stopped_by is None:
             losses = evaluate_and_save(run, saved_step)
-        elif saved_step != state.step:
+        elif saved_step != state.step and run.ranks.main:
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by}
 

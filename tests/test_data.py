@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from minitransformer.data import get_batch, prepare_data, read_corpus, token_dtype
+from minitransformer.corpus import read_corpus
+from minitransformer.data import get_batch, prepare_data, token_dtype
 from minitransformer.errors import UserError
 
 
@@ -98,3 +99,65 @@ def test_batches_are_windows_shifted_by_one():
     assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(8, 15, dtype=torch.int64))  # contiguous windows
     again = get_batch(split, 8, 16, torch.Generator().manual_seed(0), torch.device("cpu"))[0]
     assert torch.equal(again, x)
+
+
+MIXED = ("ROMEO:\nBut soft! what light through yonder window breaks?\n\n  Indented, 12 numbers; naïve café —\r\n"
+         "日本語のテキスト 🙂.\n\"Quoted,\" she said.\n'Tis done.\n\tTabbed line\nend")
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Read the corpus in pieces of 257 characters, so even a small text crosses many pieces."""
+    monkeypatch.setattr("minitransformer.corpus.PIECE_CHARS", 257)
+    monkeypatch.setattr("minitransformer.data.PIECE_CHARS", 257)
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_streaming_preparation_equals_tokenising_at_once(tmp_path, small_pieces, kind):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for number in range(3):
+        (folder / f"{number}.txt").write_text((MIXED + f" file {number}\n") * 40, encoding="utf-8")
+    text = read_corpus(str(folder))
+    assert len(text) > 20 * 257
+    data = prepare_data(str(folder), kind, 0.1, tmp_path / "data")
+    split = int(len(text) * 0.9)
+    assert data.train.tolist() == data.tokenizer.encode(text[:split])
+    assert data.val.tolist() == data.tokenizer.encode(text[split:])
+
+
+def test_safe_cuts_do_not_change_bpe_tokens():
+    from minitransformer.corpus import safe_cut, split_pieces
+    from minitransformer.tokenizer import tiktoken_tokenizer
+
+    tokenizer = tiktoken_tokenizer("gpt2")
+    text = read_corpus("tinyshakespeare")[:200_000] + MIXED * 30
+    pieces = split_pieces(text, 3000)
+    assert "".join(pieces) == text and len(pieces) > 30
+    assert all(safe_cut(piece + "\n") == len(piece) for piece in pieces[:-1])  # each ends before a safe newline
+    assert [t for piece in pieces for t in tokenizer.encode(piece)] == tokenizer.encode(text)
+
+
+def test_split_by_files_holds_out_whole_files(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    texts = [f"book {number}: " + "words and more words\n" * (50 + 10 * number) for number in range(5)]
+    for number, text in enumerate(texts):
+        (folder / f"{number}.txt").write_text(text)
+    data = prepare_data(str(folder), "char", 0.25, tmp_path / "data", split="files")
+    train, val = data.tokenizer.decode(data.train.tolist()), data.tokenizer.decode(data.val.tolist())
+    held_out = [text for text in texts if text in val]
+    assert val == "\n".join(held_out) and train == "\n".join(texts[: len(texts) - len(held_out)])
+    assert len(val) >= 0.25 * (len(train) + len(val) + 1) - len(texts[-1])  # about val_fraction, in whole files
+    with pytest.raises(UserError, match="at least two"):
+        prepare_data(str(folder / "0.txt"), "char", 0.1, tmp_path / "one", split="files")
+
+
+def test_preparation_shows_progress_in_bytes(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(MIXED * 100)
+    prepare_data(str(corpus), "gpt2", 0.1, tmp_path / "data", progress=True)
+    err = capsys.readouterr().err
+    size = corpus.stat().st_size
+    assert "reading corpus" in err and "tokenising" in err
+    assert f"{size / 1024:.1f}k/{size / 1024:.1f}k" in err.replace("kB", "k")

@@ -270,7 +270,7 @@ def test_parameter_count_from_the_config_equals_the_models(overrides):
 
 
 def test_ctrl_c_during_data_preparation_exits_130_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
-    def interrupted(text, tokenizer, meta, corpus, folder):
+    def interrupted(scan, tokenizer, meta, corpus, folder, bar):
         (folder / "train.bin").write_bytes(b"partial")
         raise KeyboardInterrupt
 

@@ -151,7 +151,7 @@ def test_interrupted_preparation_leaves_the_previous_data_whole(tmp_path, tiny_d
     shutil.copytree(tiny_data, data_dir)
     before = {p.name: p.read_bytes() for p in data_dir.iterdir()}
 
-    def interrupted(text, tokenizer, meta, corpus, folder):
+    def interrupted(scan, tokenizer, meta, corpus, folder, bar):
         np.arange(100, dtype=np.uint16).tofile(folder / "train.bin")  # GPT-2 ids over the char bins
         raise KeyboardInterrupt
 

@@ -1,0 +1,148 @@
+"""The corpus as a stream: which files it is, what they hold, and text in pieces of bounded size.
+
+A corpus is "tinyshakespeare" (shipped in the package), a text file, or a folder of `.txt` files
+(read in sorted order, joined by newlines). Nothing here holds the whole text at once, so a
+corpus of any size is prepared in bounded memory:
+- `scan_corpus` reads it once to count its characters (per file), collect its alphabet (for the
+  character tokenizer) and hash it;
+- `text_pieces` reads it again in pieces of about `PIECE_CHARS` characters;
+- `safe_cut` finds where a piece may be cut so that BPE tokenises both sides exactly as it would
+  tokenise the whole text.
+
+Why that cut is safe: tiktoken's encodings first split text into pieces with a regular
+expression and run BPE inside each piece only. No piece of GPT-2's (or cl100k's, or o200k's)
+pattern joins a letter to the newline after it, and what the pattern does from a newline onwards
+does not depend on the text before it; so cutting just before a newline that follows a letter
+changes nothing. Text with no such newline is not cut at all (it is tokenised in one go).
+"""
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import UserError
+
+SHIPPED_CORPUS = "tinyshakespeare"
+PIECE_CHARS = 1 << 20  # characters read at a time: 1-4 MB of memory per piece
+
+
+def corpus_files(corpus: str) -> list[Path]:
+    """The files a corpus name stands for, in reading order."""
+    if corpus == SHIPPED_CORPUS:
+        return [Path(str(resources.files("minitransformer") / "assets" / "tinyshakespeare.txt"))]
+    path = Path(corpus).expanduser()
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise UserError(f"data.corpus: the folder {path} has no .txt files; point it at a text file or such a folder")
+        return files
+    if path.is_file():
+        return [path]
+    raise UserError(
+        f"data.corpus: {corpus!r} is neither a file nor a folder; use a path to a text file, "
+        f"a folder of .txt files, or {SHIPPED_CORPUS!r}"
+    )
+
+
+def file_pieces(path: Path, bar: tqdm | None = None) -> Iterator[str]:
+    """A file's text in pieces of PIECE_CHARS characters (newlines read as a newline, as Python's
+    text mode does); bar (if given) advances by the file's bytes as they are read."""
+    counted = 0
+    try:
+        with path.open(encoding="utf-8") as file:
+            while piece := file.read(PIECE_CHARS):
+                if bar is not None:
+                    size = len(piece.encode("utf-8"))  # a "\r\n" read as "\n" counts one byte short: see below
+                    bar.update(size)
+                    counted += size
+                yield piece
+    except UnicodeDecodeError as error:
+        raise UserError(f"data.corpus: {path} is not UTF-8 text ({error.reason}); convert it to UTF-8")
+    if bar is not None:
+        bar.update(path.stat().st_size - counted)
+
+
+def text_pieces(files: list[Path], bar: tqdm | None = None) -> Iterator[str]:
+    """The files' text joined by newlines, in pieces; bar (if given) advances by the bytes read."""
+    for number, path in enumerate(files):
+        if number:
+            yield "\n"
+        yield from file_pieces(path, bar)
+
+
+def read_corpus(corpus: str) -> str:
+    """The whole text at once: for small corpora and tests (preparation streams it instead)."""
+    text = "".join(text_pieces(corpus_files(corpus)))
+    if len(text) < 2:
+        raise UserError(f"data.corpus: {corpus!r} holds no text; give it at least a few thousand characters")
+    return text
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """What one reading of the corpus tells: sizes, alphabet and hash."""
+
+    files: list[Path]
+    file_chars: list[int]  # characters in each file
+    alphabet: str  # every character that occurs, sorted
+    sha256: str  # of the joined text in UTF-8, as the cache's key
+
+    @property
+    def chars(self) -> int:
+        """Characters in the joined text (the newlines between files included)."""
+        return sum(self.file_chars) + len(self.files) - 1
+
+
+def scan_corpus(corpus: str, files: list[Path], bar: tqdm | None = None) -> CorpusScan:
+    """Read the corpus's files once, in pieces: characters per file, alphabet, sha256."""
+    digest = hashlib.sha256()
+    alphabet: set[str] = set()
+    file_chars = []
+    for number, path in enumerate(files):
+        if number:
+            digest.update(b"\n")
+            alphabet.add("\n")
+        count = 0
+        for piece in file_pieces(path, bar):
+            digest.update(piece.encode("utf-8"))
+            alphabet.update(piece)
+            count += len(piece)
+        file_chars.append(count)
+    scan = CorpusScan(files, file_chars, "".join(sorted(alphabet)), digest.hexdigest())
+    if scan.chars < 2:
+        raise UserError(f"data.corpus: {corpus!r} holds no text; give it at least a few thousand characters")
+    return scan
+
+
+def safe_cut(text: str) -> int:
+    """The last index at which text may be cut without changing its BPE tokens (0 for none):
+    just before a newline that follows a letter."""
+    at = text.rfind("\n")
+    while at > 0:
+        if text[at - 1].isalpha():
+            return at
+        at = text.rfind("\n", 0, at)
+    return 0
+
+
+def split_pieces(text: str, size: int) -> list[str]:
+    """text cut at safe points into pieces of about `size` characters (some longer where no safe
+    point is near); joined, they are text again."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = safe_cut(text[start : start + size])
+        if cut == 0:  # no safe point in this stretch: take the first one after it
+            at = text.find("\n", start + size)
+            while at != -1 and not text[at - 1].isalpha():
+                at = text.find("\n", at + 1)
+            if at == -1:
+                break
+            cut = at - start
+        pieces.append(text[start : start + cut])
+        start += cut
+    pieces.append(text[start:])
+    return pieces
