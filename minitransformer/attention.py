@@ -13,10 +13,12 @@ Design choices:
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig
 from .kv_cache import KVCache
@@ -30,6 +32,44 @@ def causal_mask(T: int, past: int = 0, device: torch.device | None = None) -> to
     j <= past + i: a lower-triangular matrix shifted right by `past`.
     """
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+def attention_mask(
+    T: int,
+    past: int = 0,
+    pads: torch.Tensor | None = None,
+    causal: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
+    """Which keys each of T queries (after `past` cached positions) may attend to.
+
+    - Without padding: the causal triangle (T, past + T), or None where every query may see every
+      key: one new token after the cache (generation's step), or a model that is not causal.
+    - With left padding, pads (B,) counting the padding positions before each row: (B, 1, T, S),
+      the causal mask less the padding keys. A padding query still sees itself, so no row of
+      scores is all -inf (whose softmax would be NaN).
+    """
+    if pads is None:
+        return causal_mask(T, past, device) if causal and T > 1 else None
+    S = past + T
+    keys = torch.arange(S, device=device)  # (S,)
+    queries = torch.arange(past, S, device=device)  # (T,) absolute positions of the queries
+    allowed = keys[None, :] <= queries[:, None] if causal else torch.ones(T, S, dtype=torch.bool, device=device)
+    real = keys[None, :] >= pads[:, None]  # (B, S): True for the keys that are not padding
+    itself = keys[None, :] == queries[:, None]  # (T, S)
+    mask = (allowed[None] & real[:, None, :]) | itself[None]  # (B, T, S)
+    return mask[:, None]  # (B, 1, T, S): the same for every head
+
+
+def cached_attention_backends(device: torch.device):
+    """The fused kernels to allow when attending over a cache (a key length that grows every step).
+
+    On CUDA, cuDNN's attention builds a kernel plan for every new key length, which costs far more
+    than the attention itself; flash, memory-efficient and plain kernels have no such set-up.
+    """
+    if device.type != "cuda":
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def scaled_dot_product_attention(
@@ -96,21 +136,21 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q = apply_rotary(q, *rope)
             k = apply_rotary(k, *rope)
-        past = 0
+        past, pads = (cache.length, cache.pads) if cache is not None else (0, None)
         if cache is not None:
-            past = cache.length
             k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
-        mask = causal_mask(T, past, x.device) if self.causal else None
+        mask = attention_mask(T, past, pads, self.causal, x.device)
         dropout_p = self.dropout if self.training else 0.0
         if self.impl == "manual":
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale)
             if self.on_weights is not None:
                 self.on_weights(weights)
-        elif mask is not None and past == 0:
-            # Without cached positions the mask is the plain triangle, which the fused kernel
-            # builds itself and can skip the masked blocks of.
+        elif mask is not None and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
+            # A square (T, T) mask is the plain causal triangle, which the fused kernel builds
+            # itself and can skip the masked blocks of.
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=self.scale)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
+            with cached_attention_backends(x.device):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(out))

@@ -58,10 +58,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from .sample import sample
+    from .sample import read_prompt_file, sample
 
-    sample(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-           args.num_samples, args.seed, args.device)
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        prompts += read_prompt_file(args.prompt_file)
+    sample(args.checkpoint, prompts or ["\n"], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+           args.num_samples, args.seed, args.device, args.dtype)
     return 0
 
 
@@ -69,6 +72,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     from .inspect_command import inspect_model
 
     inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device)
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    bench(args.config, args.device, args.steps)
     return 0
 
 
@@ -111,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="write text from a trained model")
     sample.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN,
                         help=f"a run folder (uses its best checkpoint), a checkpoint folder, or a Hugging Face GPT-2 folder (default: {DEFAULT_RUN})")
-    sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--prompt", action="append",
+                        help="text to continue (default: a newline); repeat it to continue several prompts at once")
+    sample.add_argument("--prompt-file", metavar="FILE", help="a text file with one prompt per line")
     sample.add_argument("--max-new-tokens", type=int, default=500, metavar="N")
     sample.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (default: 0.8)")
     sample.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
@@ -119,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, default=1, metavar="N")
     sample.add_argument("--seed", type=int, default=1337, metavar="S")
     sample.add_argument("--device", default="auto", metavar="D")
+    sample.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="precision of generation; auto takes bfloat16 where it is measured faster (default)")
     sample.set_defaults(run=run_sample)
 
     inspect = commands.add_parser("inspect", help="show a model's attention for a prompt, or stop inside it in pdb")
@@ -144,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("checkpoint", metavar="CHECKPOINT", help="a run folder or a checkpoint folder")
     exporter.add_argument("--out", metavar="DIR", required=True, help="the folder to write")
     exporter.set_defaults(run=run_export)
+
+    benchmark = commands.add_parser("bench", help="measure training and sampling speed on this machine")
+    benchmark.add_argument("--config", metavar="PATH", help="the config whose model to measure (default: shakespeare_char)")
+    benchmark.add_argument("--device", default="auto", metavar="D")
+    benchmark.add_argument("--steps", type=int, default=5, metavar="N", help="training steps to time after a warm-up")
+    benchmark.set_defaults(run=run_bench)
 
     plot = commands.add_parser("plot", help="plot a run's train and val loss")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with metrics.jsonl")

@@ -17,10 +17,13 @@ Design choices:
 """
 
 import math
+import copy
+import time
 from collections.abc import Iterator
 
 import torch
 
+from .device import choose_dtype, synchronize
 from .errors import UserError
 from .kv_cache import KVCache
 from .model import GPT
@@ -86,14 +89,14 @@ def stream_tokens(
     cache = None
     for _ in range(max_new_tokens):
         if not use_cache:
-            logits, _ = model(idx[:, -block_size:])  # (B, T', V)
+            logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
         elif cache is not None and cache.length < block_size:
-            logits, _ = model(idx[:, -1:], cache=cache)  # (B, 1, V): only the newest token
+            logits = model.next_token_logits(idx[:, -1:], cache)  # (B, V): only the newest token
         else:
             # First step, or the window is full and slides: (re)build the cache from the window.
             cache = KVCache(model.config.n_layer, block_size)
-            logits, _ = model(idx[:, -block_size:], cache=cache)  # (B, T', V)
-        next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
+        next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
         yield next_token
 
@@ -119,3 +122,77 @@ def generate(
     finally:
         model.train(was_training)
     return torch.cat([idx, *new], dim=1)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: GPT,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Continue several prompts of different lengths at once; returns each prompt followed by its
+    max_new_tokens new tokens.
+
+    The rows are left-padded to one length; the cache records each row's padding (`pads`), from
+    which the model gives every row its own positions and hides the padding from attention. So
+    each row computes what `generate` computes for its prompt alone (with temperature 0, the same
+    tokens), for every positional encoding and both attention paths. Past block_size, each row's
+    window is its own last block_size tokens, rebuilt every step, as in `generate`.
+    """
+    check_sampling(temperature, top_k, top_p)
+    if not prompts or any(len(prompt) == 0 for prompt in prompts):
+        raise UserError("generate_batch needs at least one prompt, and every prompt at least one token")
+    block_size, device = model.config.block_size, model.wte.weight.device
+    was_training = model.training
+    model.eval()
+    rows = [list(prompt) for prompt in prompts]
+    cache = None
+    try:
+        for _ in range(max_new_tokens):
+            if cache is not None and cache.length < block_size:
+                idx = torch.tensor([row[-1:] for row in rows], device=device)  # (B, 1): each row's newest token
+            else:
+                # First step, or the longest row's window is full: rebuild from every row's window.
+                windows = [row[-block_size:] for row in rows]
+                width = max(len(window) for window in windows)
+                pads = torch.tensor([width - len(window) for window in windows], device=device)  # (B,)
+                # The padding token's id does not matter: attention never looks at it.
+                idx = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)  # (B, width)
+                cache = KVCache(model.config.n_layer, block_size, pads)
+            logits = model.next_token_logits(idx, cache)  # (B, V)
+            next_tokens = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            for row, token in zip(rows, next_tokens[:, 0].tolist()):
+                row.append(token)
+    finally:
+        model.train(was_training)
+    return rows
+
+
+@torch.no_grad()
+def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
+    """Seconds per token of cached batch-1 generation with a copy of model in dtype (best of two)."""
+    trial = copy.deepcopy(model).to(dtype).eval()
+    idx = torch.zeros(1, 1, dtype=torch.long, device=model.wte.weight.device)  # (1, 1)
+    best = math.inf
+    for attempt in range(3):  # the first is a warm-up
+        synchronize(idx.device)
+        started = time.perf_counter()
+        for _ in stream_tokens(trial, idx, tokens, temperature=0.0):
+            pass
+        synchronize(idx.device)
+        if attempt > 0:
+            best = min(best, (time.perf_counter() - started) / tokens)
+    return best
+
+
+def decoding_dtype(model: GPT, name: str, device: torch.device) -> torch.dtype:
+    """The dtype to generate in: name, or for "auto" bfloat16 where it is native and measured
+    faster for this model (device.choose_dtype). Generation then runs on a bf16 copy of the
+    weights, which halves their memory traffic: the cost of each token on a CPU."""
+    m = model.config
+    what = f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
+    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype))

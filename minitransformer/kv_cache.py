@@ -16,8 +16,11 @@ import torch
 class KVCache:
     """Keys and values of every layer for the first `length` positions of a sequence."""
 
-    def __init__(self, n_layer: int, max_len: int):
+    def __init__(self, n_layer: int, max_len: int, pads: torch.Tensor | None = None):
+        """pads: (B,) how many padding positions stand before each row's first token, when rows
+        of different lengths are left-padded into one batch (generate_batch); None for none."""
         self.max_len = max_len
+        self.pads = pads
         self.length = 0
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer

@@ -1,4 +1,5 @@
-"""How much memory a training run needs, estimated from its config before anything is built.
+"""What a training run costs, from its config alone: the memory it needs (checked before anything
+is built) and the arithmetic per token (for the model FLOP utilisation that training reports).
 
 `check_memory` refuses a config that cannot fit, in milliseconds and with one line naming the
 knob to turn, instead of letting the allocator fail minutes later with a traceback (or the
@@ -28,6 +29,15 @@ BYTES = 4  # float32
 STATE_BYTES_PER_PARAMETER = 4 * BYTES  # weight, gradient, AdamW's two moments
 ACTIVATION_VECTORS_PER_LAYER = 34  # C-wide vectors kept per token and layer (see the docstring)
 GIB = 2**30
+
+
+def flops_per_token(config: ModelConfig) -> float:
+    """Floating-point operations of one training step per token (forward and backward), as
+    nanoGPT and the PaLM paper count them: 6 per weight of every matrix product (2 forward, 4
+    backward), plus attention's scores and weighted sums, 12 x n_layer x context x C."""
+    C = config.n_embd
+    matmul_weights = config.n_layer * 12 * C * C + config.vocab_size * C  # the blocks, and the output head
+    return 6 * matmul_weights + 12 * config.n_layer * config.block_size * C
 
 
 def count_parameters(config: ModelConfig) -> int:

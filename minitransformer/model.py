@@ -122,6 +122,26 @@ class GPT(nn.Module):
 
         With a cache, idx holds only the positions after those already cached.
         """
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
+        loss = None
+        if targets is not None:
+            # Cross-entropy of every position's prediction against its next token, averaged.
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, V) for the token after idx (B, T): the output head on the last position only,
+        which is all that generation needs."""
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        return self.lm_head(x[:, -1])  # (B, C) @ (C, V) -> (B, V)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Embeddings, then every block, then the final LayerNorm: (B, T) ids -> (B, T, C).
+
+        A cache made for left-padded rows (`KVCache.pads`, in generate_batch) gives each row its
+        own positions, counted from its first real token, and hides the padding from attention.
+        """
         B, T = idx.shape
         past = 0 if cache is None else cache.length
         if past + T > self.config.block_size:
@@ -129,20 +149,17 @@ class GPT(nn.Module):
                 f"a sequence of {past + T} tokens is longer than model.block_size = "
                 f"{self.config.block_size}; pass at most the last {self.config.block_size} tokens"
             )
+        pads = None if cache is None else cache.pads  # (B,) padding before each row, or None
         positions = torch.arange(past, past + T, device=idx.device)  # (T,) absolute positions
+        if pads is not None:
+            positions = (positions - pads[:, None]).clamp(min=0)  # (B, T): each row counts from its first token
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+            x = x + self.wpe(positions)  # (B, T, C) + (T, C) or (B, T, C) -> (B, T, C)
         rope = self.rope(positions) if self.rope is not None else None
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope, cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
-        x = self.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
-        loss = None
-        if targets is not None:
-            # Cross-entropy of every position's prediction against its next token, averaged.
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
-        return logits, loss
+        return self.ln_f(x)  # (B, T, C)

@@ -57,10 +57,13 @@ class RotaryEmbedding(nn.Module):
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each pair (x[2i], x[2i+1]) of every query or key vector by its position's angle.
 
-    x: (B, H, T, D); cos, sin: (T, D/2). A 2-D rotation by angle a maps (u, w) to
+    x: (B, H, T, D); cos, sin: (T, D/2), or (B, T, D/2) when each row has its own positions.
+    A 2-D rotation by angle a maps (u, w) to
     (u cos a - w sin a, u sin a + w cos a). Rotating q by m*theta and k by n*theta leaves
     q . k depending on (m - n) alone, which is what makes the encoding relative.
     """
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D/2): the same for every head
     x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2) each
     rotated_even = x_even * cos - x_odd * sin
     rotated_odd = x_even * sin + x_odd * cos

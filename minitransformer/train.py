@@ -35,12 +35,12 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint, weights_of
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
-from .device import autocast, choose_dtype
+from .device import autocast, choose_dtype, matmul_peak, synchronize
 from .distributed import Ranks, start_distributed, stop_distributed
 from .errors import UserError
 from .generate import generate
 from .load import load_model
-from .memory import check_memory
+from .memory import check_memory, flops_per_token
 from .model import GPT
 from .optim import (Schedule, check_same_optimizer, load_optimizer_state, lr_at, make_optimizers,
                     resumed_schedule, set_learning_rate)
@@ -78,6 +78,7 @@ class Run:
     say: object = field(default=print)  # prints a line (through the progress bar while it shows)
     ranks: Ranks = field(default_factory=Ranks)  # this process among torchrun's (rank 0 of 1 without)
     trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
+    logged: tuple[int, float] = (0, 0.0)  # (step, elapsed_s) at the last metrics row, for tokens/s
 
     def __post_init__(self):
         if self.trainer is None:
@@ -176,7 +177,7 @@ def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_
         model = GPT(model_config).to(device)
     if ranks.main:
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return Run(config, out_dir, device, choose_dtype(cfg.dtype, device, model_config.n_embd), dataset, model,
+    return Run(config, out_dir, device, training_dtype(cfg, device, model, dataset, ranks), dataset, model,
                make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed),
                RunState(Schedule.for_config(cfg)), say, ranks)
 
@@ -223,8 +224,50 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         )
     if ranks.main:
         keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
-    return Run(config, out_dir, device, choose_dtype(cfg.dtype, device, model_config.n_embd), dataset, model,
-               optimizers, batch_generator, state, say, ranks)
+    # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
+    dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved else \
+        training_dtype(cfg, device, model, dataset, ranks)
+    return Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
+               logged=(state.step, state.elapsed_s))
+
+
+# Sequences in the batch that measures a training step's speed: enough to be representative,
+# few enough that measuring both precisions takes a second or two even for larger models.
+PROBE_BATCH = 4
+
+
+def time_training_step(model: GPT, dataset: Dataset, device: torch.device, dtype: torch.dtype) -> float:
+    """Seconds of one forward and backward pass of model on a real batch of PROBE_BATCH sequences
+    in dtype (the best of two, after a warm-up). The weights are not updated, and torch's random
+    state is restored after."""
+    rng = torch.get_rng_state()
+    x, y = get_batch(dataset.train, PROBE_BATCH, model.config.block_size, torch.Generator().manual_seed(0), device)
+    best = math.inf
+    for attempt in range(3):
+        synchronize(device)
+        started = time.perf_counter()
+        with autocast(device, dtype):
+            _, loss = model(x, y)
+        loss.backward()
+        synchronize(device)
+        if attempt > 0:
+            best = min(best, time.perf_counter() - started)
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)
+    return best
+
+
+def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: Dataset, ranks: Ranks) -> torch.dtype:
+    """train.dtype, with "auto" decided by measuring this model's step (device.choose_dtype).
+    Under torchrun rank 0 measures and every rank takes its answer."""
+    m = model.config
+    what = (f"training {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
+            f"vocab {m.vocab_size}, {m.position}, {m.attention}")
+    bf16 = 0.0
+    if ranks.main:
+        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt))
+        bf16 = float(dtype == torch.bfloat16)
+    return torch.bfloat16 if ranks.from_main(bf16) else torch.float32
 
 
 def save_run(run: Run, name: str) -> None:
@@ -235,6 +278,7 @@ def save_run(run: Run, name: str) -> None:
     train_state = {
         "step": run.state.step, "elapsed_s": run.state.elapsed_s, "best_val_loss": run.state.best_val_loss,
         "schedule": run.state.schedule.to_dict(), "optimizer": run.config.train.optimizer,
+        "dtype": str(run.dtype).removeprefix("torch."),
         "optimizers": [optimizer.state_dict() for optimizer in run.optimizers], "rng": rng,
     }
     save_checkpoint(run.out_dir / name, run.model, run.config.to_dict(), run.dataset.tokenizer, train_state)
@@ -276,10 +320,16 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
     if new_best:
         state.best_val_loss = losses["val"]
     if run.ranks.main:
-        append_metrics(run.out_dir / "metrics.jsonl", {
-            "step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
-            "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 2),
-            "tokens": state.step * tokens_per_step(run)})
+        row = {"step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
+               "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 2),
+               "tokens": state.step * tokens_per_step(run)}
+        steps, seconds = state.step - run.logged[0], state.elapsed_s - run.logged[1]
+        if steps > 0 and seconds > 0:
+            rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
+            peak = matmul_peak(run.dtype, run.device) * run.ranks.world
+            row.update(tokens_per_s=round(rate, 1), mfu=round(rate * flops_per_token(run.model.config) / peak, 4))
+        append_metrics(run.out_dir / "metrics.jsonl", row)
+        run.logged = (state.step, state.elapsed_s)
         if new_best:
             save_run(run, "best")
         save_run(run, "last")

@@ -1,7 +1,9 @@
 """Fixtures for every test: a fixed random state, and one tokenised corpus and one trained tiny
 run shared by the whole session (tests must not change them; copy them first)."""
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,9 @@ import torch
 
 from minitransformer.cli import main
 from minitransformer.data import prepare_data
+
+# Measured speed choices (device.remember) go to a fresh cache, not the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="minitransformer-test-cache-")
 
 ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.toml")

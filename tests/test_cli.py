@@ -151,3 +151,22 @@ def test_corpus_shorter_than_a_window_is_a_clear_error(tmp_path, capsys):
     corpus.write_text("To be, or not to be, that is the question.\n" * 4)  # 172 characters; val gets 18
     assert main(["train", "--config", TINY, "--out", str(tmp_path / "run"), "--set", f"data.corpus={corpus}"]) == 2
     assert "too few for model.block_size = 32" in error_line(capsys)
+
+
+def test_several_prompts_at_once_equal_one_at_a_time(tiny_run, tmp_path, capsys):
+    common = ["sample", "--checkpoint", str(tiny_run), "--temperature", "0", "--max-new-tokens", "40", "--dtype", "float32"]
+    alone = []
+    for prompt in ("ROMEO:", "To be", "Q"):
+        assert main([*common, "--prompt", prompt]) == 0
+        alone.append(capsys.readouterr().out)
+    assert main([*common, "--prompt", "ROMEO:", "--prompt", "To be", "--prompt", "Q"]) == 0
+    assert capsys.readouterr().out == "\n---------------\n".join(alone)
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("ROMEO:\n\nTo be\nQ\n")
+    assert main([*common, "--prompt-file", str(prompt_file)]) == 0
+    assert capsys.readouterr().out == "\n---------------\n".join(alone)
+
+
+def test_a_missing_prompt_file_is_one_line(tiny_run, tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tiny_run), "--prompt-file", str(tmp_path / "none.txt")]) == 2
+    assert "--prompt-file" in error_line(capsys)

@@ -1,10 +1,13 @@
 """Generation: the key/value cache, cropping past block_size, and the sampling rules."""
 
+import copy
+
 import pytest
 import torch
 from torch.testing import assert_close
 
-from minitransformer import GPT, generate
+from minitransformer import GPT, generate, generate_batch
+from minitransformer.errors import UserError
 from minitransformer.generate import sample_next
 from minitransformer.kv_cache import KVCache
 from tests.helpers import ATTENTIONS, POSITIONS, small_config
@@ -112,3 +115,63 @@ def test_bad_sampling_settings_are_clear_errors(kwargs, message):
     model = GPT(small_config())
     with pytest.raises(ValueError, match=message):
         generate(model, torch.zeros(1, 1, dtype=torch.long), 3, **kwargs)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("position", POSITIONS)
+def test_generate_batch_equals_one_by_one_generation(position, attention):
+    """Prompts of 1 to 20 tokens (block_size 16), 30 new tokens each: past block_size for every row."""
+    model = trained_looking_model(position=position, attention=attention)
+    prompts = [torch.randint(0, 37, (length,)).tolist() for length in (1, 4, 9, 16, 20)]
+    rows = generate_batch(model, prompts, 30, temperature=0.0)
+    for prompt, row in zip(prompts, rows):
+        alone = generate(model, torch.tensor([prompt]), 30, temperature=0.0)[0].tolist()
+        assert row == alone
+
+
+def test_padded_rows_see_the_same_logits_as_alone():
+    """Left padding, per-row positions and the padding mask: each row's next-token logits equal
+    its own forward pass, before any sampling."""
+    from minitransformer.kv_cache import KVCache
+
+    model = trained_looking_model(position="rope")
+    short, long = torch.randint(0, 37, (3,)), torch.randint(0, 37, (11,))
+    padded = torch.stack([torch.cat([torch.zeros(8, dtype=torch.long), short]), long])  # (2, 11)
+    cache = KVCache(model.config.n_layer, model.config.block_size, pads=torch.tensor([8, 0]))
+    logits = model.next_token_logits(padded, cache)  # (2, V)
+    assert_close(logits[0], model(short[None])[0][0, -1], **TOL)
+    assert_close(logits[1], model(long[None])[0][0, -1], **TOL)
+    step = torch.randint(0, 37, (2, 1))
+    logits = model.next_token_logits(step, cache)  # one cached step for both rows
+    assert_close(logits[0], model(torch.cat([short, step[0]])[None])[0][0, -1], **TOL)
+    assert_close(logits[1], model(torch.cat([long, step[1]])[None])[0][0, -1], **TOL)
+
+
+def test_generate_batch_samples_reproducibly_and_keeps_the_prompts():
+    model = trained_looking_model()
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    first = generate_batch(model, prompts, 12, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    again = generate_batch(model, prompts, 12, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    assert first == again and [row[: len(p)] for row, p in zip(first, prompts)] == prompts
+    assert [len(row) for row in first] == [3 + 12, 1 + 12, 5 + 12]
+
+
+def test_generate_batch_refuses_empty_prompts():
+    with pytest.raises(UserError, match="every prompt"):
+        generate_batch(trained_looking_model(), [[1], []], 3)
+
+
+def test_next_token_logits_equal_the_last_position_of_forward():
+    model = trained_looking_model()
+    idx = torch.randint(0, 37, (3, 9))
+    assert_close(model.next_token_logits(idx), model(idx)[0][:, -1], **TOL)
+
+
+def test_bf16_decoding_follows_float32_closely():
+    """A bf16 copy of the weights (the fast path on CPUs with bf16 instructions) computes logits
+    within bf16's precision of float32's."""
+    model = trained_looking_model()
+    idx = torch.randint(0, 37, (2, 12))
+    reference = model.next_token_logits(idx)
+    low = copy.deepcopy(model).to(torch.bfloat16).next_token_logits(idx).float()
+    assert (low - reference).abs().max() < 0.05 * reference.abs().max()

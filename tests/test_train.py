@@ -218,7 +218,7 @@ def test_auto_dtype_never_picks_emulated_bf16_on_cuda(monkeypatch):
         return including_emulation  # a pre-Ampere card: bf16 only by emulation
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
-    assert choose_dtype("auto", torch.device("cuda"), 384) == torch.float32
+    assert choose_dtype("auto", torch.device("cuda")) == torch.float32
     assert calls == [False]
 
 

@@ -1,0 +1,96 @@
+"""The `bench` command: how fast this machine trains and samples a config's model.
+
+Prints, for the config's model on this machine:
+- training tokens per second through the real training step (`train.train_step`), in the
+  precision `train.dtype` chooses here, and the model FLOP utilisation: the arithmetic the model
+  needs per token (memory.flops_per_token) against a measured large matrix product in that dtype;
+- sampling tokens per second with the key/value cache, at batch 1 and batch 8, in the precision
+  `sample --dtype auto` chooses.
+
+Design choice: it measures the code paths the commands use, on random weights and the config's
+real data (speed does not depend on the weights' values), after a warm-up.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import load_config
+from .device import choose_device, matmul_peak, synchronize
+from .distributed import Ranks
+from .generate import decoding_dtype, generate, generate_batch
+from .memory import check_memory, flops_per_token
+from .model import GPT
+from .optim import Schedule, make_optimizers
+from .train import Run, RunState, model_config_for, run_data, train_step, training_dtype
+
+WARMUP_STEPS = 2
+DECODE_TOKENS = 64
+
+
+def measure_training(run: Run, steps: int) -> float:
+    """Seconds per optimizer step, the best of `steps` after the warm-up."""
+    best = float("inf")
+    for step in range(WARMUP_STEPS + steps):
+        synchronize(run.device)
+        started = time.perf_counter()
+        train_step(run, None)
+        synchronize(run.device)
+        if step >= WARMUP_STEPS:
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+@torch.no_grad()
+def measure_decoding(model: GPT, batch: int) -> float:
+    """Tokens per second of cached generation, batch 1 (`generate`) or more (`generate_batch`)."""
+    device = model.wte.weight.device
+    prompts = [[int(t) for t in torch.randint(0, model.config.vocab_size, (1 + 7 * row,))] for row in range(batch)]
+
+    def run() -> None:
+        if batch == 1:
+            generate(model, torch.tensor(prompts, device=device), DECODE_TOKENS, temperature=1.0)
+        else:
+            generate_batch(model, prompts, DECODE_TOKENS, temperature=1.0)
+
+    run()
+    synchronize(device)
+    started = time.perf_counter()
+    run()
+    synchronize(device)
+    return batch * DECODE_TOKENS / (time.perf_counter() - started)
+
+
+def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) -> dict:
+    """Measure and print training and sampling speed; returns the figures."""
+    config = load_config(config_path)
+    cfg = config.train
+    device = choose_device(device_name)
+    with tempfile.TemporaryDirectory(prefix="minitransformer-bench-") as folder:
+        dataset = run_data(config, Path(folder), say, None, Ranks(), False)
+        model_config = model_config_for(config, dataset)
+        check_memory(model_config, cfg, device)
+        torch.manual_seed(cfg.seed)
+        model = GPT(model_config).to(device)
+        run = Run(config, Path(folder), device, training_dtype(cfg, device, model, dataset, Ranks()), dataset, model,
+                  make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed), RunState(Schedule.for_config(cfg)))
+        m = model_config
+        say(f"model: {model.num_parameters():,} parameters, {m.n_layer} layers, {m.n_embd} wide, context "
+            f"{m.block_size}, batch {cfg.batch_size} x {cfg.grad_accum}; device {device}, {torch.get_num_threads()} threads")
+        seconds = measure_training(run, steps)
+        tokens_per_s = cfg.batch_size * cfg.grad_accum * m.block_size / seconds
+        peak = matmul_peak(run.dtype, device)
+        mfu = tokens_per_s * flops_per_token(m) / peak
+        dtype_name = str(run.dtype).removeprefix("torch.")
+        say(f"training: {tokens_per_s:,.0f} tokens/s ({seconds * 1000:.0f} ms a step) in {dtype_name}; "
+            f"MFU {mfu:.1%} of a measured {dtype_name} matrix-product peak of {peak / 1e12:.2f} TFLOP/s")
+        model.eval()
+        decode_dtype = decoding_dtype(model, "auto", device)
+        model = model.to(decode_dtype)
+        one, eight = measure_decoding(model, 1), measure_decoding(model, 8)
+        say(f"sampling in {str(decode_dtype).removeprefix('torch.')}: {one:,.0f} tokens/s at batch 1, "
+            f"{eight:,.0f} tokens/s at batch 8 (generate_batch), {DECODE_TOKENS} new tokens")
+    return {"train_tokens_per_s": tokens_per_s, "mfu": mfu, "decode_1": one, "decode_8": eight,
+            "train_dtype": dtype_name, "decode_dtype": str(decode_dtype).removeprefix("torch.")}

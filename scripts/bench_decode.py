@@ -1,0 +1,79 @@
+"""Sampling speed side by side with nanoGPT, on nanoGPT's shakespeare_char model shape.
+
+python scripts/bench_decode.py [--nanogpt ../shared/baselines/nanoGPT] [--device cpu] [--repeats 3]
+
+Both models get the same shape (6 layers, 6 heads, 384 wide, context 256, 65 tokens) and random
+weights (speed does not depend on the values), and write 255 tokens after a one-token prompt at
+batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache). It also
+times `generate_batch` on 8 prompts against 8 single calls. Prints tokens/s and the ratios; the
+best of --repeats runs counts, so other load on the machine matters less.
+"""
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minitransformer import GPT, ModelConfig, generate, generate_batch
+
+SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
+NEW_TOKENS = 255
+
+
+def load_nanogpt(folder: Path):
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nanogpt_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def best_rate(run, tokens: int, repeats: int, device: torch.device) -> float:
+    """Tokens per second of the fastest of `repeats` calls of run(), after one warm-up call."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return tokens / best
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", default=str(Path(__file__).parent.parent.parent / "shared" / "baselines" / "nanoGPT"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    ours = GPT(ModelConfig(**SHAPE, position="learned", attention="sdpa")).to(device).eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # (1, 1)
+    ours_rate = best_rate(lambda: generate(ours, prompt, NEW_TOKENS, temperature=1.0), NEW_TOKENS, args.repeats, device)
+
+    nano = load_nanogpt(Path(args.nanogpt))
+    baseline = nano.GPT(nano.GPTConfig(**SHAPE, dropout=0.0, bias=True)).to(device).eval()
+    nano_rate = best_rate(lambda: baseline.generate(prompt, NEW_TOKENS), NEW_TOKENS, args.repeats, device)
+    print(f"batch 1, {NEW_TOKENS} tokens: ours {ours_rate:.0f} tokens/s, nanoGPT {nano_rate:.0f} tokens/s: "
+          f"{ours_rate / nano_rate:.1f}x")
+
+    prompts = [[int(t) for t in torch.randint(0, 65, (length,))] for length in (1, 5, 9, 17, 33, 65, 100, 129)]
+    single = best_rate(lambda: [generate(ours, torch.tensor([p], device=device), 64, temperature=1.0) for p in prompts],
+                       64 * len(prompts), args.repeats, device)
+    batched = best_rate(lambda: generate_batch(ours, prompts, 64, temperature=1.0), 64 * len(prompts), args.repeats, device)
+    print(f"8 prompts of 1 to 129 tokens, 64 new each: generate_batch {batched:.0f} tokens/s, 8 generate calls "
+          f"{single:.0f} tokens/s: {batched / single:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

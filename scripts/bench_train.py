@@ -1,0 +1,76 @@
+"""Training speed side by side with nanoGPT, on nanoGPT's shakespeare_char model shape.
+
+python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--steps 6] [--batch 8]
+
+Ours: the real `minitransformer train` command on configs/shakespeare_char_gpu.toml (6 layers,
+384 wide, context 256) with `train.dtype` as given (default auto: bf16 where measured faster);
+its tokens per second come from metrics.jsonl, over the steps after a warm-up. nanoGPT: its
+model and its AdamW (`configure_optimizers`) in float32, as its train.py runs on a CPU, timed over
+the same number of steps after the same warm-up. Prints both and the ratio.
+"""
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).parent.parent
+SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
+
+
+def ours(batch: int, steps: int, dtype: str) -> float:
+    out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "run"
+    command = [sys.executable, "-m", "minitransformer", "train", "--config", str(ROOT / "configs" / "shakespeare_char_gpu.toml"),
+               "--out", str(out), "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
+               "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=0",
+               "--set", f"train.dtype={dtype}", "--device", "cpu"]
+    subprocess.run(command, check=True, capture_output=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    print(f"ours: {rows[-1]['tokens_per_s']:,.0f} tokens/s (MFU {rows[-1]['mfu']:.1%}) over steps {steps} to {2 * steps}")
+    return rows[-1]["tokens_per_s"]
+
+
+def nanogpt(folder: Path, batch: int, steps: int) -> float:
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nanogpt_model"] = module
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.GPT(module.GPTConfig(**SHAPE, dropout=0.2, bias=False))  # its train_shakespeare_char settings
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    x = torch.randint(0, 65, (batch, 256))
+    y = torch.randint(0, 65, (batch, 256))
+    for step in range(2 * steps):
+        if step == steps:
+            started = time.perf_counter()
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    rate = steps * batch * 256 / (time.perf_counter() - started)
+    print(f"nanoGPT: {rate:,.0f} tokens/s (float32) over steps {steps} to {2 * steps}")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", default=str(ROOT.parent / "shared" / "baselines" / "nanoGPT"))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    args = parser.parse_args()
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch} x 256")
+    mine = ours(args.batch, args.steps, args.dtype)
+    theirs = nanogpt(Path(args.nanogpt), args.batch, args.steps)
+    print(f"ours / nanoGPT: {mine / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
