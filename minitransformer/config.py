@@ -32,10 +32,10 @@ def check_field_types(config, section: str) -> None:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(config, field.name, float(value))
             continue
-        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-            raise UserError(
-                f"{section}.{field.name} must be of type {expected.__name__}, got {value!r}"
-            )
+        takes_bool = expected is bool or bool in getattr(expected, "__args__", ())  # bool, or a union with bool
+        if isinstance(value, bool) and not takes_bool or not isinstance(value, expected):
+            name = getattr(expected, "__name__", str(expected))
+            raise UserError(f"{section}.{field.name} must be of type {name}, got {value!r}")
 
 
 def check_choice(section: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -142,6 +142,7 @@ class TrainConfig:
     eval_interval: int = 500  # steps between evaluations
     eval_batches: int = 20  # batches per split per evaluation
     sample_tokens: int = 300  # tokens sampled at the end of training; 0 for none
+    compile: bool | str = "auto"  # torch.compile the training step: true, false, or "auto" (on CUDA only)
 
     def __post_init__(self):
         check_field_types(self, "train")
@@ -149,6 +150,8 @@ class TrainConfig:
                        "muon_learning_rate", "eval_interval", "eval_batches")
         check_choice("train", "dtype", self.dtype, DTYPES)
         check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        if self.compile not in (True, False, "auto"):
+            raise UserError(f"train.compile = {self.compile!r} is not allowed; choose true, false or \"auto\"")
         for name in ("time_budget_s", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")

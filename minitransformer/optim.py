@@ -32,7 +32,8 @@ def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Op
     """AdamW, with weight decay on matrices (2-D weights) only, or Muon for the blocks' matrices.
 
     Muon orthogonalises each update of a matrix; the embedding (tied to the head) stays with AdamW,
-    as Muon's authors advise. Each group remembers its peak learning rate in "peak_lr".
+    as Muon's authors advise. Each group remembers its peak learning rate in "peak_lr". On CUDA,
+    AdamW runs fused: one kernel for all parameters instead of several per tensor.
     """
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
@@ -45,6 +46,7 @@ def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Op
         ],
         lr=train.learning_rate,
         betas=(train.beta1, train.beta2),
+        fused=next(model.parameters()).device.type == "cuda",
     )
     optimizers = [adamw]
     if muon_matrices:

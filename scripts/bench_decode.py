@@ -4,12 +4,14 @@ python scripts/bench_decode.py [--nanogpt ../shared/baselines/nanoGPT] [--device
 
 Both models get the same shape (6 layers, 6 heads, 384 wide, context 256, 65 tokens) and random
 weights (speed does not depend on the values), and write 255 tokens after a one-token prompt at
-batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache). It also
-times `generate_batch` on 8 prompts against 8 single calls. Prints tokens/s and the ratios; the
+batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache), in
+float32 and in the precision `sample --dtype auto` picks here. It also times `generate_batch` on
+8 prompts against 8 single calls (in that precision). Prints tokens/s and the ratios; the
 best of --repeats runs counts, so other load on the machine matters less.
 """
 
 import argparse
+import copy
 import importlib.util
 import sys
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 from minitransformer import GPT, ModelConfig, generate, generate_batch
+from minitransformer.generate import decoding_dtype
 
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
 NEW_TOKENS = 255
@@ -59,13 +62,16 @@ def main() -> None:
 
     ours = GPT(ModelConfig(**SHAPE, position="learned", attention="sdpa")).to(device).eval()
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # (1, 1)
-    ours_rate = best_rate(lambda: generate(ours, prompt, NEW_TOKENS, temperature=1.0), NEW_TOKENS, args.repeats, device)
-
     nano = load_nanogpt(Path(args.nanogpt))
     baseline = nano.GPT(nano.GPTConfig(**SHAPE, dropout=0.0, bias=True)).to(device).eval()
     nano_rate = best_rate(lambda: baseline.generate(prompt, NEW_TOKENS), NEW_TOKENS, args.repeats, device)
-    print(f"batch 1, {NEW_TOKENS} tokens: ours {ours_rate:.0f} tokens/s, nanoGPT {nano_rate:.0f} tokens/s: "
-          f"{ours_rate / nano_rate:.1f}x")
+    print(f"nanoGPT, batch 1, {NEW_TOKENS} tokens: {nano_rate:.0f} tokens/s (float32, no cache)")
+    auto = decoding_dtype(ours, "auto", device)
+    for name, dtype in (("float32", torch.float32), (f"auto ({str(auto).removeprefix('torch.')})", auto)):
+        model = copy.deepcopy(ours).to(dtype)
+        rate = best_rate(lambda: generate(model, prompt, NEW_TOKENS, temperature=1.0), NEW_TOKENS, args.repeats, device)
+        print(f"ours, {name}: {rate:.0f} tokens/s: {rate / nano_rate:.1f}x nanoGPT")
+    ours = ours.to(auto)
 
     prompts = [[int(t) for t in torch.randint(0, 65, (length,))] for length in (1, 5, 9, 17, 33, 65, 100, 129)]
     single = best_rate(lambda: [generate(ours, torch.tensor([p], device=device), 64, temperature=1.0) for p in prompts],

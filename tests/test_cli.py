@@ -170,3 +170,10 @@ def test_several_prompts_at_once_equal_one_at_a_time(tiny_run, tmp_path, capsys)
 def test_a_missing_prompt_file_is_one_line(tiny_run, tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tiny_run), "--prompt-file", str(tmp_path / "none.txt")]) == 2
     assert "--prompt-file" in error_line(capsys)
+
+
+def test_bench_prints_training_and_sampling_figures(capsys):
+    assert main(["bench", "--config", TINY, "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training:" in out and "tokens/s" in out and "MFU" in out
+    assert "at batch 1" in out and "at batch 8" in out

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from minitransformer import GPT
@@ -249,3 +250,50 @@ def test_a_version_0_1_checkpoint_with_model_pt_still_loads_and_resumes(tmp_path
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=15"]) == 0
     assert torch.load(run / "last" / "state.pt", weights_only=True)["step"] == 15
     assert (run / "last" / "model.safetensors").is_file()
+
+
+def test_compiled_training_saves_plain_weights_and_follows_the_eager_curve(tmp_path, tiny_data, monkeypatch):
+    """train.compile = true (the default on CUDA) with torch.compile's "eager" backend, which
+    traces the model like the real one but compiles nothing, so it runs in seconds on a CPU."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend="eager"))
+    curves = []
+    for name, compiled in (("eager", "false"), ("compiled", "true")):
+        out = tmp_path / name
+        shutil.copytree(tiny_data, out / "data")
+        assert train_tiny(out, "--set", "train.max_steps=10", "--set", "train.eval_interval=5",
+                          "--set", f"train.compile={compiled}") == 0
+        curves.append([json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
+        assert not any(key.startswith("_orig_mod.") for key in load_file(out / "last" / "model.safetensors"))
+    assert curves[1] == pytest.approx(curves[0], abs=1e-5)
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, expected", [(1.0, 0.5, torch.bfloat16), (1.0, 0.95, torch.float32),
+                                                       (1.0, 1.4, torch.float32)])
+def test_auto_precision_is_measured_once_and_remembered(monkeypatch, fp32_s, bf16_s, expected):
+    monkeypatch.setattr("minitransformer.device.cpu_computes_bf16", lambda: True)
+    calls = []
+
+    def measure(dtype):
+        calls.append(dtype)
+        return fp32_s if dtype == torch.float32 else bf16_s
+
+    what = f"a test model {fp32_s} {bf16_s}"
+    assert choose_dtype("auto", torch.device("cpu"), what, measure) == expected
+    assert choose_dtype("auto", torch.device("cpu"), what, measure) == expected
+    assert calls == [torch.float32, torch.bfloat16]  # measured the first time only
+
+
+def test_auto_precision_stays_float32_without_bf16_instructions(monkeypatch):
+    monkeypatch.setattr("minitransformer.device.cpu_computes_bf16", lambda: False)
+    assert choose_dtype("auto", torch.device("cpu"), "anything", lambda dtype: 1.0 if dtype == torch.float32 else 0.1) \
+        == torch.float32
+
+
+def test_metrics_report_tokens_per_second_and_mfu(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert "tokens_per_s" not in rows[0]  # no steps before the first evaluation
+    for before, row in zip(rows, rows[1:]):
+        expected = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
+        assert row["tokens_per_s"] == pytest.approx(expected, rel=0.05)
+        assert 0 < row["mfu"] < 1
