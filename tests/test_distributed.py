@@ -56,16 +56,15 @@ def test_two_processes_with_half_the_batch_follow_one_process(one_process, run_d
     assert not (run_dir / "run.lock").exists()
 
 
-def test_a_distributed_resume_follows_the_same_curve(one_process, run_dir, capsys):
-    result = torchrun(run_dir, *COMMON, "--set", "train.batch_size=8", "--pause-after", "20")
+def test_resume_across_process_counts_follows_the_same_curve(one_process, run_dir, capsys):
+    """One process (batch 16) pauses at step 10, two processes (batch 8 each) continue to step 20
+    and pause, one process finishes: the curve of a run that never stopped."""
+    assert main(["train", "--out", str(run_dir), *COMMON, "--set", "train.batch_size=16", "--pause-after", "10"]) == 0
+    result = torchrun(run_dir, "--resume", "--config", TINY, *COMMON[2:], "--set", "train.batch_size=8",
+                      "--pause-after", "10")
     assert "torchrun --nproc_per_node=2 -m minitransformer train" in result.stdout  # how to resume
-    torchrun(run_dir, "--resume")
+    assert main(["train", "--out", str(run_dir), "--resume", *COMMON, "--set", "train.batch_size=16"]) == 0
     assert_same_curve(curve(run_dir), curve(one_process))
+    capsys.readouterr()
     assert main(["sample", "--checkpoint", str(run_dir), "--max-new-tokens", "20"]) == 0  # one process reads it
     assert len(capsys.readouterr().out) == 1 + 20 + 1
-
-
-def test_a_single_process_run_resumes_under_torchrun(one_process, run_dir):
-    assert main(["train", "--out", str(run_dir), *COMMON, "--set", "train.batch_size=16", "--pause-after", "10"]) == 0
-    torchrun(run_dir, "--resume", "--config", TINY, *COMMON[2:], "--set", "train.batch_size=8")
-    assert_same_curve(curve(run_dir), curve(one_process))
