@@ -3,7 +3,8 @@
 python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--steps 6] [--batch 8]
 
 Ours: the real `minitransformer train` command on configs/shakespeare_char_gpu.toml (6 layers,
-384 wide, context 256) with `train.dtype` as given (default auto: bf16 where measured faster);
+384 wide, context 256) set to nanoGPT's choices (learned positions, AdamW, dropout 0.2), with
+`train.dtype` as given (default auto: bf16 where measured faster);
 its tokens per second come from metrics.jsonl, over the steps after a warm-up. nanoGPT: its
 model and its AdamW (`configure_optimizers`) in float32, as its train.py runs on a CPU, timed over
 the same number of steps after the same warm-up. Prints both and the ratio.
@@ -29,7 +30,9 @@ def ours(batch: int, steps: int, dtype: str) -> float:
     command = [sys.executable, "-m", "minitransformer", "train", "--config", str(ROOT / "configs" / "shakespeare_char_gpu.toml"),
                "--out", str(out), "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
                "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=0",
-               "--set", f"train.dtype={dtype}", "--device", "cpu"]
+               "--set", f"train.dtype={dtype}", "--device", "cpu",
+               # nanoGPT's choices, so that both train the same model the same way
+               "--set", "model.position=learned", "--set", "train.optimizer=adamw", "--set", "model.dropout=0.2"]
     subprocess.run(command, check=True, capture_output=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     print(f"ours: {rows[-1]['tokens_per_s']:,.0f} tokens/s (MFU {rows[-1]['mfu']:.1%}) over steps {steps} to {2 * steps}")

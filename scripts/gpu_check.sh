@@ -43,3 +43,13 @@ python -m minitransformer sample --checkpoint "$out/compiled" --max-new-tokens 2
 
 echo "== decoding side by side with nanoGPT on the GPU (float32 and bf16)"
 python scripts/bench_decode.py --device cuda
+
+echo "== the GPU config in full (goal: val <= 1.40 within 60 s of training)"
+python -m minitransformer train --config $gpu --out "$out/full" --set train.sample_tokens=0 | grep -v "%|"
+python - "$out" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(f"{sys.argv[1]}/full/metrics.jsonl")]
+best = min(rows, key=lambda row: row["val_loss"])
+print(f"best val {best['val_loss']:.4f} at step {best['step']}, {best['elapsed_s']:.0f} s of training; "
+      f"last {rows[-1]['val_loss']:.4f} at step {rows[-1]['step']}, {rows[-1]['elapsed_s']:.0f} s")
+PY
