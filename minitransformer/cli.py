@@ -181,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        report(f"error: {error}")
         return 2
     except KeyboardInterrupt:
         # Training saves and says how to resume on the first Ctrl-C; this is a Ctrl-C anywhere
         # else (start-up, data preparation, a second Ctrl-C). Every file is written atomically,
         # so nothing half-written is left behind.
-        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        report("\ninterrupted (Ctrl-C)")
         return INTERRUPTED_EXIT_CODE
     except BrokenPipeError:
         # The reader of our output went away (`minitransformer sample | head`): stop quietly, and
@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         # The environment refused: a full disk, a read-only or vanished folder, a path that is a
         # file. Not a bug in the program, so one line rather than a traceback.
         where = f" ({error.filename})" if error.filename else ""
-        print(f"error: {error.strerror or error}{where}; check the disk space and the permissions there",
-              file=sys.stderr)
+        report(f"error: {error.strerror or error}{where}; check the disk space and the permissions there")
         return 2
+
+
+def report(message: str) -> None:
+    """Print a message on stderr; under torchrun only rank 0 does, so that it appears once."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)

@@ -78,6 +78,16 @@ class Ranks:
             raise UserError(shared[0])
         return result if self.main else work()
 
+    def lost_peer(self, error: BaseException) -> bool:
+        """True when error is a collective failing because another rank died (torchrun then stops
+        this one too): gloo and NCCL report it as a RuntimeError naming themselves or the connection."""
+        if self.world == 1:
+            return False
+        if isinstance(error, dist.DistError):
+            return True
+        text = str(error)
+        return isinstance(error, RuntimeError) and any(word in text for word in ("gloo", "NCCL", "Connection"))
+
     @property
     def device(self) -> torch.device:
         """Where collectives run: this rank's GPU under NCCL, the CPU under gloo."""

@@ -461,6 +461,11 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
                 run.say = bar.write
             try:
                 result = loop(run, bar, resume, pause_after)
+            except RuntimeError as error:
+                if not ranks.lost_peer(error):
+                    raise
+                raise UserError(f"another training process stopped ({str(error).splitlines()[0][:120]}); "
+                                f"{out_dir / 'last'} is intact; resume with: {resume_command(out_dir, ranks)}")
             finally:
                 bar.close()
         state = run.state
