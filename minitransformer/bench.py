@@ -24,7 +24,8 @@ from .generate import decoding_dtype, generate, generate_batch
 from .memory import check_memory, flops_per_token
 from .model import GPT
 from .optim import Schedule, make_optimizers
-from .train import Run, RunState, model_config_for, run_data, train_step, training_dtype
+from .run_setup import Run, RunState, model_config_for, run_data, training_dtype
+from .train import train_step
 
 WARMUP_STEPS = 2
 DECODE_TOKENS = 64

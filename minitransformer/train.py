@@ -1,10 +1,10 @@
 """Training: `train(config)` runs a visible `for step in ...` loop over small named steps.
 
-Read `train` first. It takes the run folder's lock, starts a run (`start_run`) or restores one
-(`restore_run`), then loops: every `eval_interval` steps `evaluate_and_save`, and every step
-`train_step` (set the learning rate, accumulate gradients over micro-batches, clip, update).
-Everything a run carries from step to step is in a `Run`; what a checkpoint must remember of it
-is its `RunState`.
+Read `train` first. It takes the run folder's lock, starts a run or restores one (`start_run`,
+`restore_run` in run_setup.py), then loops: every `eval_interval` steps `evaluate_and_save`, and
+every step `train_step` (set the learning rate, accumulate gradients over micro-batches, clip,
+update). Everything a run carries from step to step is in a `Run`; what a checkpoint must
+remember of it is its `RunState`.
 
 Design choices:
 - A resumed run restores weights, optimizer, step, elapsed time, schedule and both random-number
@@ -23,78 +23,24 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint, weights_of
-from .config import ModelConfig, RunConfig, TrainConfig
-from .data import Dataset, check_split_length, get_batch, prepare_data
-from .device import autocast, choose_dtype, matmul_peak, synchronize
+from .checkpoint import save_checkpoint
+from .config import RunConfig, TrainConfig
+from .data import Dataset, get_batch
+from .device import autocast, matmul_peak
 from .distributed import Ranks, start_distributed, stop_distributed
 from .errors import UserError
 from .generate import generate
-from .load import load_model
-from .memory import check_memory, flops_per_token
+from .memory import flops_per_token
 from .model import GPT
-from .optim import (Schedule, check_same_optimizer, load_optimizer_state, lr_at, make_optimizers,
-                    resumed_schedule, set_learning_rate)
-from .run_folder import (RunLock, append_metrics, check_has_run, check_no_run, clean_temporary, keep_metrics_until,
-                         make_run_folder)
-
-
-@dataclass
-class RunState:
-    """What a checkpoint remembers of a run besides weights and optimizer state."""
-
-    schedule: Schedule
-    step: int = 0  # optimizer steps taken
-    elapsed_s: float = 0.0  # seconds spent in training steps (evaluations and saving excluded)
-    best_val_loss: float = math.inf
-
-    def now(self, unit: str) -> float:
-        """Where the run stands, in steps or in seconds of training."""
-        return float(self.step) if unit == "steps" else self.elapsed_s
-
-
-@dataclass
-class Run:
-    """Everything a training carries from one step to the next."""
-
-    config: RunConfig
-    out_dir: Path
-    device: torch.device
-    dtype: torch.dtype
-    dataset: Dataset
-    model: GPT
-    optimizers: list[torch.optim.Optimizer]
-    batch_generator: torch.Generator
-    state: RunState
-    say: object = field(default=print)  # prints a line (through the progress bar while it shows)
-    ranks: Ranks = field(default_factory=Ranks)  # this process among torchrun's (rank 0 of 1 without)
-    trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
-    logged: tuple[int, float] = (0, 0.0)  # (step, elapsed_s) at the last metrics row, for tokens/s
-
-    def __post_init__(self):
-        if self.trainer is None:
-            self.trainer = training_module(self.model, self.config.train, self.device, self.ranks)
-
-
-def training_module(model: GPT, cfg: TrainConfig, device: torch.device, ranks: Ranks) -> nn.Module:
-    """What the training step calls: the model, compiled (train.compile; "auto" on CUDA only, where
-    it fuses the many small kernels; on a CPU it gave nothing here), wrapped in DDP under torchrun.
-    Checkpoints always save the plain model, so no `_orig_mod.` or `module.` prefixes reach them."""
-    module: nn.Module = model
-    if cfg.compile is True or cfg.compile == "auto" and device.type == "cuda":
-        module = torch.compile(module)
-    if ranks.world > 1:
-        module = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
-    return module
+from .optim import lr_at, set_learning_rate
+from .run_folder import RunLock, append_metrics, clean_temporary, make_run_folder
+from .run_setup import Run, restore_run, start_run
 
 
 class Diverged(UserError):
@@ -112,173 +58,6 @@ def diverged(step: int, what: str, value: float, train: TrainConfig, saved_step:
         f"training diverged at step {step}: the {what} is {value}; likely causes: a learning rate too high "
         f"({rates}), {clipping}; {kept}. Lower the learning rate (or turn clipping on) and train again"
     )
-
-
-def model_config_for(config: RunConfig, dataset: Dataset) -> ModelConfig:
-    model_config = config.model_config(dataset.tokenizer.vocab_size)
-    check_split_length(dataset.train, "train", model_config.block_size)
-    check_split_length(dataset.val, "val", model_config.block_size)
-    return model_config
-
-
-# With --init-from the architecture is the checkpoint's; these [model] keys may still differ,
-# because they change how the model is trained or computed, not what its weights mean.
-FINE_TUNE_KEYS = ("dropout", "attention", "block_size")
-
-
-def fine_tune_config(config: RunConfig, pretrained: ModelConfig, source: str) -> RunConfig:
-    """config with the pretrained model's architecture; a [model] key that would change it is an error.
-
-    A smaller block_size is allowed: the position table is cropped (as nanoGPT's crop_block_size).
-    """
-    for key, value in config.model.items():
-        if key == "block_size" and value > pretrained.block_size:
-            raise UserError(f"model.block_size = {value} is longer than the context {source} was trained "
-                            f"for ({pretrained.block_size}); use at most that")
-        if key not in FINE_TUNE_KEYS and value != getattr(pretrained, key):
-            raise UserError(
-                f"model.{key} = {value!r} would change the architecture of {source} (it has "
-                f"{getattr(pretrained, key)!r}); with --init-from the architecture comes from the checkpoint: "
-                f"remove [model] keys except {', '.join(FINE_TUNE_KEYS)} (a smaller block_size)"
-            )
-    model = {key: value for key, value in asdict(pretrained).items() if key != "vocab_size"}
-    return replace(config, model={**model, **config.model})
-
-
-def pretrained_model(path: str, config: RunConfig, device: torch.device) -> tuple[RunConfig, GPT, object]:
-    """The model to fine-tune from path, fitted to config (dropout, cropped context), with its tokenizer."""
-    loaded, tokenizer = load_model(path, device)
-    description = tokenizer.describe()
-    name = description.get("name", description["kind"])
-    if config.data.tokenizer != name:
-        raise UserError(f"{path} was trained with the {name!r} tokenizer, and fine-tuning must use it: "
-                        f"set data.tokenizer = \"{name}\" (configs/finetune_gpt2_shakespeare.toml does)")
-    config = fine_tune_config(config, loaded.config, path)
-    model_config = config.model_config(loaded.config.vocab_size)
-    state = weights_of(loaded)
-    if "wpe.weight" in state:
-        state["wpe.weight"] = state["wpe.weight"][: model_config.block_size]  # (T', C): crop the position table
-    model = load_weights(GPT(model_config).to(device), state, Path(path))
-    return config, model, tokenizer
-
-
-def run_data(config: RunConfig, out_dir: Path, say, tokenizer, ranks: Ranks, progress: bool | None, check=None) -> Dataset:
-    """The run's tokenised data, prepared by rank 0 (after check(), if given) and reused by the others."""
-    def work() -> Dataset:
-        if ranks.main and check is not None:
-            check()
-        return prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data",
-                            say, tokenizer, config.data.split, progress if ranks.main else False)
-
-    return ranks.main_first(work)
-
-
-def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_from: str | None = None,
-              ranks: Ranks = Ranks(), progress: bool | None = None) -> Run:
-    """A new run: fresh weights (or a pretrained model's, with init_from), optimizers and generators."""
-    cfg = config.train
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = None, None
-    if init_from is not None:
-        config, model, tokenizer = pretrained_model(init_from, config, device)
-    dataset = run_data(config, out_dir, say, tokenizer, ranks, progress, check=lambda: check_no_run(out_dir))
-    model_config = model_config_for(config, dataset)
-    check_memory(model_config, cfg, device)
-    if model is None:
-        model = GPT(model_config).to(device)
-    if ranks.main:
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return Run(config, out_dir, device, training_dtype(cfg, device, model, dataset, ranks), dataset, model,
-               make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed),
-               RunState(Schedule.for_config(cfg)), say, ranks)
-
-
-def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ranks: Ranks = Ranks(),
-                progress: bool | None = None) -> Run:
-    """The run in out_dir, continued from `last/` under config (which may extend it)."""
-    cfg = config.train
-    check_has_run(out_dir)
-    checkpoint = load_checkpoint(out_dir / "last", device, with_state=True)
-    saved = checkpoint.train_state
-    if saved is None:
-        raise UserError(f"{checkpoint.path} holds no training state (an imported model); "
-                        f"to train it, start a new run with --init-from {checkpoint.path}")
-    check_same_optimizer(saved.get("optimizer", checkpoint.run_config["train"]["optimizer"]), cfg.optimizer)
-    dataset = run_data(config, out_dir, say, None, ranks, progress)
-    model_config = model_config_for(config, dataset)
-    if checkpoint.model_config != model_config:
-        raise UserError(
-            f"the run in {out_dir} has a different model ({checkpoint.model_config}); resume with "
-            "the config it was started with"
-        )
-    check_memory(model_config, cfg, device)
-    model = model_from_checkpoint(checkpoint, device)
-    optimizers = make_optimizers(model, cfg)
-    for optimizer, optimizer_state in zip(optimizers, saved["optimizers"]):
-        load_optimizer_state(optimizer, optimizer_state)
-    batch_generator = torch.Generator()
-    batch_generator.set_state(saved["rng"]["batches"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if device.type == "cuda" and "cuda" in saved["rng"]:
-        torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
-    if "schedule" in saved:
-        old = Schedule(**saved["schedule"])
-    else:  # checkpoints of version 0.1 saved no schedule; their cosine started at step 0
-        old = Schedule.for_config(TrainConfig(**checkpoint.run_config["train"]))
-        old.decay_start = 0.0
-    state = RunState(old, saved["step"], saved["elapsed_s"], saved["best_val_loss"])
-    state.schedule = resumed_schedule(old, state.step, state.now(old.unit), state.now(Schedule.for_config(cfg).unit), cfg)
-    if state.step >= cfg.max_steps or state.now(state.schedule.unit) >= state.schedule.end:
-        raise UserError(
-            f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s of training); "
-            "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
-        )
-    if ranks.main:
-        keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
-    # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
-    dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved else \
-        training_dtype(cfg, device, model, dataset, ranks)
-    return Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
-               logged=(state.step, state.elapsed_s))
-
-
-# Sequences in the batch that measures a training step's speed: enough to be representative,
-# few enough that measuring both precisions takes a second or two even for larger models.
-PROBE_BATCH = 4
-
-
-def time_training_step(model: GPT, dataset: Dataset, device: torch.device, dtype: torch.dtype) -> float:
-    """Seconds of one forward and backward pass of model on a real batch of PROBE_BATCH sequences
-    in dtype (the best of two, after a warm-up). The weights are not updated, and torch's random
-    state is restored after."""
-    rng = torch.get_rng_state()
-    x, y = get_batch(dataset.train, PROBE_BATCH, model.config.block_size, torch.Generator().manual_seed(0), device)
-    best = math.inf
-    for attempt in range(3):
-        synchronize(device)
-        started = time.perf_counter()
-        with autocast(device, dtype):
-            _, loss = model(x, y)
-        loss.backward()
-        synchronize(device)
-        if attempt > 0:
-            best = min(best, time.perf_counter() - started)
-    model.zero_grad(set_to_none=True)
-    torch.set_rng_state(rng)
-    return best
-
-
-def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: Dataset, ranks: Ranks) -> torch.dtype:
-    """train.dtype, with "auto" decided by measuring this model's step (device.choose_dtype).
-    Under torchrun rank 0 measures and every rank takes its answer."""
-    m = model.config
-    what = (f"training {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
-            f"vocab {m.vocab_size}, {m.position}, {m.attention}")
-    bf16 = 0.0
-    if ranks.main:
-        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt))
-        bf16 = float(dtype == torch.bfloat16)
-    return torch.bfloat16 if ranks.from_main(bf16) else torch.float32
 
 
 def save_run(run: Run, name: str) -> None:

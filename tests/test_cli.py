@@ -1,12 +1,10 @@
 """The command line end to end: train the tiny config, sample from it, resume, and every error path."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
