@@ -141,7 +141,11 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
         mask = attention_mask(T, past, pads, self.causal, x.device)
         dropout_p = self.dropout if self.training else 0.0
-        if self.impl == "manual":
+        if self.impl == "manual" or T == 1 and (mask is not None or B > 1):
+            # One query per row over the cache, for a batch or with a padding mask: two small
+            # matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
+            # 150 keys: 290 us against 83 us on a 2-core AMD EPYC); for a single row without a
+            # mask it is the faster of the two, and is kept.
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale)
             if self.on_weights is not None:
                 self.on_weights(weights)

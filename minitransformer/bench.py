@@ -20,7 +20,7 @@ import torch
 from .config import load_config
 from .device import choose_device, matmul_peak, synchronize
 from .distributed import Ranks
-from .generate import decoding_dtype, generate, generate_batch
+from .generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
 from .memory import check_memory, flops_per_token
 from .model import GPT
 from .optim import Schedule, make_optimizers
@@ -89,7 +89,7 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) 
             f"MFU {mfu:.1%} of a measured {dtype_name} matrix-product peak of {peak / 1e12:.2f} TFLOP/s")
         model.eval()
         decode_dtype = decoding_dtype(model, "auto", device)
-        model = model.to(decode_dtype)
+        model = prepare_for_decoding(model, decode_dtype)
         one, eight = measure_decoding(model, 1), measure_decoding(model, 8)
         say(f"sampling in {str(decode_dtype).removeprefix('torch.')}: {one:,.0f} tokens/s at batch 1, "
             f"{eight:,.0f} tokens/s at batch 8 (generate_batch), {DECODE_TOKENS} new tokens")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .generate import check_sampling, decoding_dtype, generate_batch, stream_tokens
+from .generate import check_sampling, decoding_dtype, generate_batch, prepare_for_decoding, stream_tokens
 from .load import load_model
 from .device import choose_device
 
@@ -43,7 +43,7 @@ def sample(
         raise UserError("a prompt is empty; give at least one character, e.g. --prompt $'\\n'")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
-    model = model.to(decoding_dtype(model, dtype, torch_device))
+    model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device))
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     if len(prompts) == 1:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from minitransformer import GPT, ModelConfig, generate, generate_batch
-from minitransformer.generate import decoding_dtype
+from minitransformer.generate import decoding_dtype, prepare_for_decoding
 
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
 NEW_TOKENS = 255
@@ -68,10 +68,10 @@ def main() -> None:
     print(f"nanoGPT, batch 1, {NEW_TOKENS} tokens: {nano_rate:.0f} tokens/s (float32, no cache)")
     auto = decoding_dtype(ours, "auto", device)
     for name, dtype in (("float32", torch.float32), (f"auto ({str(auto).removeprefix('torch.')})", auto)):
-        model = copy.deepcopy(ours).to(dtype)
+        model = prepare_for_decoding(copy.deepcopy(ours), dtype)
         rate = best_rate(lambda: generate(model, prompt, NEW_TOKENS, temperature=1.0), NEW_TOKENS, args.repeats, device)
         print(f"ours, {name}: {rate:.0f} tokens/s: {rate / nano_rate:.1f}x nanoGPT")
-    ours = ours.to(auto)
+    ours = prepare_for_decoding(ours, auto)
 
     prompts = [[int(t) for t in torch.randint(0, 65, (length,))] for length in (1, 5, 9, 17, 33, 65, 100, 129)]
     single = best_rate(lambda: [generate(ours, torch.tensor([p], device=device), 64, temperature=1.0) for p in prompts],

@@ -8,6 +8,8 @@ from torch.testing import assert_close
 
 from minitransformer import GPT, generate, generate_batch
 from minitransformer.errors import UserError
+from minitransformer.generate import prepare_for_decoding
+from minitransformer.packed import PackedLinear, packing_available
 from minitransformer.generate import sample_next
 from minitransformer.kv_cache import KVCache
 from tests.helpers import ATTENTIONS, POSITIONS, small_config
@@ -175,3 +177,15 @@ def test_bf16_decoding_follows_float32_closely():
     reference = model.next_token_logits(idx)
     low = copy.deepcopy(model).to(torch.bfloat16).next_token_logits(idx).float()
     assert (low - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.skipif(not packing_available(), reason="needs oneDNN and a CPU with bf16 instructions")
+def test_packed_linears_compute_what_the_bf16_model_computes():
+    model = trained_looking_model(position="rope")
+    plain = copy.deepcopy(model).to(torch.bfloat16)
+    packed = prepare_for_decoding(copy.deepcopy(model), torch.bfloat16)
+    assert any(isinstance(module, PackedLinear) for module in packed.modules())
+    idx = torch.randint(0, 37, (3, 11))
+    assert_close(packed.next_token_logits(idx), plain.next_token_logits(idx), atol=0, rtol=0)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10]]
+    assert generate_batch(packed, prompts, 20, temperature=0.0) == generate_batch(plain, prompts, 20, temperature=0.0)
