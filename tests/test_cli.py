@@ -125,7 +125,8 @@ def test_entry_points():
     assert "--top-p" in run_command("scripts/sample.py", "--help").stdout
 
 
-def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, signum):
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
@@ -136,7 +137,7 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
     while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "--resume" in stdout and "Traceback" not in stderr
