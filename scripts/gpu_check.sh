@@ -4,8 +4,12 @@
 # It prints the figures the README quotes and writes the runs under OUT_DIR (default runs/gpu_check).
 # The CPU paths are covered by the test suite; this script is for the CUDA paths: bf16 autocast,
 # torch.compile (train.compile=auto), fused AdamW, TF32, torchrun with NCCL, decoding over the cache.
+# The side-by-side checks need nanoGPT's model.py: NANOGPT names its folder (default
+# ../shared/baselines/nanoGPT; on a machine that gets only this repository, copy that folder
+# into an ignored folder of the repository first and point NANOGPT there).
 set -euo pipefail
 out=${1:-runs/gpu_check}
+nanogpt=${NANOGPT:-../shared/baselines/nanoGPT}
 rm -rf "$out"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -42,7 +46,7 @@ PY
 python -m minitransformer sample --checkpoint "$out/compiled" --max-new-tokens 200 --dtype bfloat16 | tail -3
 
 echo "== decoding side by side with nanoGPT on the GPU (float32 and bf16)"
-python scripts/bench_decode.py --device cuda
+python scripts/bench_decode.py --device cuda --nanogpt "$nanogpt"
 
 echo "== the GPU config in full (goal: val <= 1.40 within 60 s of training)"
 python -m minitransformer train --config $gpu --out "$out/full" --set train.sample_tokens=0 | grep -v "%|"
@@ -53,3 +57,6 @@ best = min(rows, key=lambda row: row["val_loss"])
 print(f"best val {best['val_loss']:.4f} at step {best['step']}, {best['elapsed_s']:.0f} s of training; "
       f"last {rows[-1]['val_loss']:.4f} at step {rows[-1]['step']}, {rows[-1]['elapsed_s']:.0f} s")
 PY
+
+echo "== training side by side with nanoGPT on the GPU (batch 64, both compiled)"
+python scripts/bench_train.py --device cuda --batch 64 --steps 20 --compile-nanogpt --nanogpt "$nanogpt"
