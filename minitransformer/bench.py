@@ -12,13 +12,12 @@ real data (speed does not depend on the weights' values), after a warm-up.
 """
 
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from .config import load_config
-from .device import choose_device, matmul_peak, synchronize
+from .device import best_seconds, choose_device, matmul_peak
 from .distributed import Ranks
 from .generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
 from .memory import check_memory, flops_per_token
@@ -33,15 +32,7 @@ DECODE_TOKENS = 64
 
 def measure_training(run: Run, steps: int) -> float:
     """Seconds per optimizer step, the best of `steps` after the warm-up."""
-    best = float("inf")
-    for step in range(WARMUP_STEPS + steps):
-        synchronize(run.device)
-        started = time.perf_counter()
-        train_step(run, None)
-        synchronize(run.device)
-        if step >= WARMUP_STEPS:
-            best = min(best, time.perf_counter() - started)
-    return best
+    return best_seconds(lambda: train_step(run, None), run.device, repeats=steps, warmups=WARMUP_STEPS)
 
 
 @torch.no_grad()
@@ -56,12 +47,7 @@ def measure_decoding(model: GPT, batch: int) -> float:
         else:
             generate_batch(model, prompts, DECODE_TOKENS, temperature=1.0)
 
-    run()
-    synchronize(device)
-    started = time.perf_counter()
-    run()
-    synchronize(device)
-    return batch * DECODE_TOKENS / (time.perf_counter() - started)
+    return batch * DECODE_TOKENS / best_seconds(run, device, repeats=1)
 
 
 def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) -> dict:

@@ -24,20 +24,18 @@ def run_train(args: argparse.Namespace) -> int:
     from .run_folder import check_has_run
     from .train import train
 
-    if args.resume and args.init_from:
-        raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     overrides = list(args.set)
     if args.out:
         overrides.append(f"train.out_dir={json.dumps(args.out)}")
     if args.device:
         overrides.append(f"train.device={json.dumps(args.device)}")
     tables = None
-    if args.resume and args.config is None:
+    if args.init_from and args.config is None:
+        tables = {}  # the architecture comes from the checkpoint, not from the default [model] table
+    elif args.resume and args.config is None:
         # Without --config, a resumed run continues with the config it was started with.
         check_has_run(Path(args.out or DEFAULT_RUN))
         tables = read_run_config(Path(args.out or DEFAULT_RUN) / "last")
-    elif args.init_from and args.config is None:
-        tables = {}  # the architecture comes from the checkpoint, not from the default [model] table
     config = load_config(args.config, tuple(overrides), tables)
     result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from)
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0

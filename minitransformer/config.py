@@ -18,6 +18,7 @@ from .errors import UserError
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ATTENTIONS = ("manual", "sdpa")
+SPLITS = ("characters", "files")  # how data.split holds text out for validation
 
 
 def check_field_types(config, section: str) -> None:
@@ -113,7 +114,7 @@ class DataConfig:
 
     def __post_init__(self):
         check_field_types(self, "data")
-        check_choice("data", "split", self.split, ("characters", "files"))
+        check_choice("data", "split", self.split, SPLITS)
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
 

@@ -135,16 +135,24 @@ def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    best = math.inf
-    for _ in range(4):  # the first product warms up; the best of the rest counts
-        synchronize(device)
-        started = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    peak = 2 * n**3 / best
+    peak = 2 * n**3 / best_seconds(lambda: a @ b, device, repeats=3)
     remember(key, peak)
     return peak
+
+
+def best_seconds(work, device: torch.device, repeats: int = 2, warmups: int = 1) -> float:
+    """The shortest of `repeats` timed calls of work(), after `warmups` untimed ones (first calls
+    allocate memory and pick kernels). The shortest is the least disturbed by other load."""
+    for _ in range(warmups):
+        work()
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        work()
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def synchronize(device: torch.device) -> None:

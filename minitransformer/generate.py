@@ -18,12 +18,11 @@ Design choices:
 
 import math
 import copy
-import time
 from collections.abc import Iterator
 
 import torch
 
-from .device import choose_dtype, synchronize
+from .device import best_seconds, choose_dtype
 from .errors import UserError
 from .kv_cache import KVCache
 from .model import GPT
@@ -178,16 +177,7 @@ def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
     """Seconds per token of cached batch-1 generation with a copy of model in dtype (best of two)."""
     trial = prepare_for_decoding(copy.deepcopy(model), dtype)
     idx = torch.zeros(1, 1, dtype=torch.long, device=model.wte.weight.device)  # (1, 1)
-    best = math.inf
-    for attempt in range(3):  # the first is a warm-up
-        synchronize(idx.device)
-        started = time.perf_counter()
-        for _ in stream_tokens(trial, idx, tokens, temperature=0.0):
-            pass
-        synchronize(idx.device)
-        if attempt > 0:
-            best = min(best, (time.perf_counter() - started) / tokens)
-    return best
+    return best_seconds(lambda: list(stream_tokens(trial, idx, tokens, temperature=0.0)), idx.device) / tokens
 
 
 def decoding_dtype(model: GPT, name: str, device: torch.device) -> torch.dtype:

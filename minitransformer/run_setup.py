@@ -18,7 +18,6 @@ Design choices:
 """
 
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, weights_of
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
-from .device import autocast, choose_dtype, synchronize
+from .device import autocast, best_seconds, choose_dtype
 from .distributed import Ranks
 from .errors import UserError
 from .load import load_model
@@ -226,16 +225,13 @@ def time_training_step(model: GPT, dataset: Dataset, device: torch.device, dtype
     state is restored after."""
     rng = torch.get_rng_state()
     x, y = get_batch(dataset.train, PROBE_BATCH, model.config.block_size, torch.Generator().manual_seed(0), device)
-    best = math.inf
-    for attempt in range(3):
-        synchronize(device)
-        started = time.perf_counter()
+
+    def step() -> None:
         with autocast(device, dtype):
             _, loss = model(x, y)
         loss.backward()
-        synchronize(device)
-        if attempt > 0:
-            best = min(best, time.perf_counter() - started)
+
+    best = best_seconds(step, device)
     model.zero_grad(set_to_none=True)
     torch.set_rng_state(rng)
     return best
