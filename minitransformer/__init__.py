@@ -4,7 +4,7 @@ __version__ = "0.2.0"
 
 from .config import ModelConfig  # noqa: E402  (the version comes first: checkpoint.py imports it)
 from .generate import generate, generate_batch  # noqa: E402
-from .load import load_model  # noqa: E402
+from .formats.load import load_model  # noqa: E402
 from .model import GPT  # noqa: E402
 
 __all__ = ["GPT", "ModelConfig", "generate", "generate_batch", "load_model", "__version__"]

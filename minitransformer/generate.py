@@ -22,11 +22,11 @@ from collections.abc import Iterator
 
 import torch
 
-from .device import best_seconds, choose_dtype
+from .machine.device import best_seconds, choose_dtype
 from .errors import UserError
 from .kv_cache import KVCache
 from .model import GPT
-from .packed import pack_linears, packing_available
+from .machine.packed import pack_linears, packing_available
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:

@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from minitransformer.corpus import read_corpus
+from minitransformer.training.corpus import read_corpus
 
 PREPARE = """
 import sys
 from pathlib import Path
-from minitransformer.data import prepare_data
+from minitransformer.training.data import prepare_data
 data = prepare_data(sys.argv[1], sys.argv[2], 0.1, Path(sys.argv[3]), progress=False)
 print(len(data.train), len(data.val))
 """

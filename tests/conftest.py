@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitransformer.cli import main
-from minitransformer.data import prepare_data
+from minitransformer.commands.cli import main
+from minitransformer.training.data import prepare_data
 
 # Measured speed choices (device.remember) go to a fresh cache, not the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="minitransformer-test-cache-")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minitransformer.cli import main
+from minitransformer.commands.cli import main
 
 from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
 
@@ -102,7 +102,7 @@ def test_resume_follows_the_same_curve(tmp_path):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """2 micro-batches of 8 give the same first step as one batch of 16 (the loss is divided)."""
     from minitransformer.config import load_config
-    from minitransformer.train import train
+    from minitransformer.training.loop import train
 
     results = []
     for name, batch, accum in (("big", 16, 1), ("accum", 8, 2)):

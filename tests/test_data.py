@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from minitransformer.corpus import read_corpus
-from minitransformer.data import get_batch, prepare_data, token_dtype
+from minitransformer.training.corpus import read_corpus
+from minitransformer.training.data import get_batch, prepare_data, token_dtype
 from minitransformer.errors import UserError
 
 
@@ -108,8 +108,8 @@ MIXED = ("ROMEO:\nBut soft! what light through yonder window breaks?\n\n  Indent
 @pytest.fixture
 def small_pieces(monkeypatch):
     """Read the corpus in pieces of 257 characters, so even a small text crosses many pieces."""
-    monkeypatch.setattr("minitransformer.corpus.PIECE_CHARS", 257)
-    monkeypatch.setattr("minitransformer.data.PIECE_CHARS", 257)
+    monkeypatch.setattr("minitransformer.training.corpus.PIECE_CHARS", 257)
+    monkeypatch.setattr("minitransformer.training.data.PIECE_CHARS", 257)
 
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
@@ -127,7 +127,7 @@ def test_streaming_preparation_equals_tokenising_at_once(tmp_path, small_pieces,
 
 
 def test_safe_cuts_do_not_change_bpe_tokens():
-    from minitransformer.corpus import safe_cut, split_pieces
+    from minitransformer.training.corpus import safe_cut, split_pieces
     from minitransformer.tokenizer import tiktoken_tokenizer
 
     tokenizer = tiktoken_tokenizer("gpt2")

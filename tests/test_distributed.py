@@ -10,7 +10,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from minitransformer.cli import main
+from minitransformer.commands.cli import main
 from tests.conftest import QUICK, ROOT, TINY
 
 COMMON = ["--config", TINY, *QUICK, "--set", "train.max_steps=30", "--set", "train.eval_interval=10",

@@ -9,7 +9,7 @@ from torch.testing import assert_close
 from minitransformer import GPT, generate, generate_batch
 from minitransformer.errors import UserError
 from minitransformer.generate import prepare_for_decoding
-from minitransformer.packed import PackedLinear, packing_available
+from minitransformer.machine.packed import PackedLinear, packing_available
 from minitransformer.generate import sample_next
 from minitransformer.kv_cache import KVCache
 from tests.helpers import ATTENTIONS, POSITIONS, small_config

@@ -16,8 +16,8 @@ from torch.testing import assert_close
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from minitransformer import GPT, ModelConfig, generate, load_model
-from minitransformer.checkpoint import save_checkpoint
-from minitransformer.cli import main
+from minitransformer.formats.checkpoint import save_checkpoint
+from minitransformer.commands.cli import main
 from minitransformer.config import load_config
 from minitransformer.tokenizer import CharTokenizer, gpt2_encoding, tiktoken_tokenizer
 from tests.conftest import ROOT, error_line
@@ -203,7 +203,7 @@ def test_exported_tokenizer_files_tokenise_like_tiktoken(tmp_path):
 
 def test_merges_match_tiktokens_own_ranks():
     """The merges file rebuilds every multi-byte token from two lower-ranked ones."""
-    from minitransformer.hf_tokenizer import vocab_and_merges
+    from minitransformer.formats.hf_tokenizer import vocab_and_merges
 
     vocab, merges = vocab_and_merges(gpt2_encoding())
     assert len(vocab) == VOCAB and len(merges) == VOCAB - 256 - 1

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 
 from minitransformer import GPT
 from minitransformer.attention import causal_mask
-from minitransformer.cli import main
+from minitransformer.commands.cli import main
 from minitransformer.inspection import break_in_attention, capture_attention, readable_token
 from minitransformer.positional import apply_rotary
 from tests.helpers import ATTENTIONS, POSITIONS, small_config
@@ -97,7 +97,7 @@ def test_inspect_png(tiny_run, tmp_path, capsys):
 
 
 def test_inspect_png_without_matplotlib_says_how_to_install(tiny_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("minitransformer.inspect_command.import_pyplot", lambda: None)
+    monkeypatch.setattr("minitransformer.commands.inspect_command.import_pyplot", lambda: None)
     assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hello", "--png", str(tmp_path / "a.png")]) == 2
     assert 'pip install -e ".[plot]"' in capsys.readouterr().err
 
@@ -142,7 +142,7 @@ def test_break_from_the_command_line_reads_pdb_commands_from_a_pipe(tiny_run):
 
 
 def test_plot_text_chart_without_matplotlib(tiny_run, capsys, monkeypatch):
-    monkeypatch.setattr("minitransformer.plot.import_pyplot", lambda: None)
+    monkeypatch.setattr("minitransformer.commands.plot.import_pyplot", lambda: None)
     assert main(["plot", str(tiny_run), "--png", "ignored.png"]) == 0
     out = capsys.readouterr().out
     assert "matplotlib is not installed" in out

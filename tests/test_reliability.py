@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minitransformer.cli import main
-from minitransformer.memory import count_parameters
-from minitransformer.run_folder import RunLock
+from minitransformer.commands.cli import main
+from minitransformer.training.memory import count_parameters
+from minitransformer.training.run_folder import RunLock
 from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
 from tests.helpers import small_config
 
@@ -44,7 +44,7 @@ def test_a_fresh_training_refuses_any_trace_of_a_run(tiny_run, tmp_path, capsys,
 def test_a_second_training_into_a_locked_folder_is_refused_with_the_pid(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from minitransformer.run_folder import RunLock\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from minitransformer.training.run_folder import RunLock\n"
          "with RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(run)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -101,7 +101,7 @@ def test_checkpoint_files_are_fsynced_before_the_rename(run_dir, monkeypatch):
         return real_replace(source, target)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr("minitransformer.files.os.replace", replace)
+    monkeypatch.setattr("minitransformer.machine.files.os.replace", replace)
     assert train_tiny(run_dir, "--set", "train.max_steps=2") == 0
     assert str(run_dir) in synced  # the folder holding the renamed checkpoint
 
@@ -165,7 +165,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_run, tmp_pa
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("minitransformer.checkpoint.save_file", full)
+    monkeypatch.setattr("minitransformer.formats.checkpoint.save_file", full)
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
     assert "No space left on device" in error_line(capsys)
     assert (run / "last" / "model.safetensors").read_bytes() == before
@@ -176,7 +176,7 @@ def test_a_full_disk_while_preparing_data(tmp_path, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("minitransformer.data.write_splits", full)
+    monkeypatch.setattr("minitransformer.training.data.write_splits", full)
     assert train_tiny(tmp_path / "run") == 2
     assert "could not write the tokenised data" in error_line(capsys)
     assert not (tmp_path / "run" / "data").exists() and not list(tmp_path.rglob("*.tmp"))
@@ -274,7 +274,7 @@ def test_ctrl_c_during_data_preparation_exits_130_and_leaves_nothing_half_writte
         (folder / "train.bin").write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("minitransformer.data.write_splits", interrupted)
+    monkeypatch.setattr("minitransformer.training.data.write_splits", interrupted)
     assert train_tiny(tmp_path / "run") == 130
     assert "Traceback" not in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
@@ -287,7 +287,7 @@ def test_ctrl_c_during_saving_keeps_the_previous_checkpoint(tiny_run, tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # a second Ctrl-C, which stops at once
 
-    monkeypatch.setattr("minitransformer.checkpoint.save_file", interrupted)
+    monkeypatch.setattr("minitransformer.formats.checkpoint.save_file", interrupted)
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 130
     assert "Traceback" not in capsys.readouterr().err
     assert (run / "last" / "state.pt").read_bytes() == before
@@ -295,7 +295,7 @@ def test_ctrl_c_during_saving_keeps_the_previous_checkpoint(tiny_run, tmp_path, 
 
 
 def test_ctrl_c_during_the_first_evaluation_saves_and_exits_130(run_dir, capsys, monkeypatch):
-    from minitransformer import train as train_module
+    from minitransformer.training import loop as train_module
 
     real_evaluate = train_module.evaluate
 

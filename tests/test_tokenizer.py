@@ -3,7 +3,7 @@
 import pytest
 import tiktoken
 
-from minitransformer.corpus import read_corpus
+from minitransformer.training.corpus import read_corpus
 from minitransformer.errors import UserError
 from minitransformer.tokenizer import CharTokenizer, build_tokenizer, from_description
 

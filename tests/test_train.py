@@ -13,14 +13,14 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from minitransformer import GPT
-from minitransformer.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from minitransformer.cli import main
+from minitransformer.formats.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from minitransformer.commands.cli import main
 from minitransformer.config import TrainConfig, load_config
-from minitransformer.data import prepare_data
-from minitransformer.device import choose_dtype
+from minitransformer.training.data import prepare_data
+from minitransformer.machine.device import choose_dtype
 from minitransformer.errors import UserError
-from minitransformer.optim import Schedule, load_optimizer_state, lr_at, make_optimizers, resumed_schedule
-from minitransformer.train import train
+from minitransformer.training.optim import Schedule, load_optimizer_state, lr_at, make_optimizers, resumed_schedule
+from minitransformer.training.loop import train
 from tests.conftest import TINY, error_line, train_tiny
 from tests.helpers import small_config
 
@@ -156,7 +156,7 @@ def test_interrupted_preparation_leaves_the_previous_data_whole(tmp_path, tiny_d
         np.arange(100, dtype=np.uint16).tofile(folder / "train.bin")  # GPT-2 ids over the char bins
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("minitransformer.data.write_splits", interrupted)
+    monkeypatch.setattr("minitransformer.training.data.write_splits", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_data("tinyshakespeare", "gpt2", 0.1, data_dir)
     assert {p.name: p.read_bytes() for p in data_dir.iterdir()} == before
@@ -271,7 +271,7 @@ def test_compiled_training_saves_plain_weights_and_follows_the_eager_curve(tmp_p
 @pytest.mark.parametrize("fp32_s, bf16_s, expected", [(1.0, 0.5, torch.bfloat16), (1.0, 0.95, torch.float32),
                                                        (1.0, 1.4, torch.float32)])
 def test_auto_precision_is_measured_once_and_remembered(monkeypatch, fp32_s, bf16_s, expected):
-    monkeypatch.setattr("minitransformer.device.cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: True)
     calls = []
 
     def measure(dtype):
@@ -285,7 +285,7 @@ def test_auto_precision_is_measured_once_and_remembered(monkeypatch, fp32_s, bf1
 
 
 def test_auto_precision_stays_float32_without_bf16_instructions(monkeypatch):
-    monkeypatch.setattr("minitransformer.device.cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
     assert choose_dtype("auto", torch.device("cpu"), "anything", lambda dtype: 1.0 if dtype == torch.float32 else 0.1) \
         == torch.float32
 

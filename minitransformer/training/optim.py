@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .config import TrainConfig
-from .errors import UserError
+from ..config import TrainConfig
+from ..errors import UserError
 
 
 def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Optimizer]:

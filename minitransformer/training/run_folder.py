@@ -19,8 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
-from .files import remove, write_atomically
+from ..errors import UserError
+from ..machine.files import remove, write_atomically
 
 try:
     import fcntl

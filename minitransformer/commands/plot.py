@@ -7,7 +7,7 @@ it prints a compact text chart, so the command works everywhere.
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 CHART_HEIGHT = 12
 CHART_WIDTH = 60

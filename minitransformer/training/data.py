@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import SPLITS
+from ..config import SPLITS
 from .corpus import PIECE_CHARS, CorpusScan, corpus_files, safe_cut, scan_corpus, split_pieces, text_pieces
-from .errors import UserError
-from .files import write_folder_atomically
-from .tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
+from ..errors import UserError
+from ..machine.files import write_folder_atomically
+from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
 
 def token_dtype(vocab_size: int) -> type:
     """The smallest unsigned integer type that holds every id below vocab_size."""

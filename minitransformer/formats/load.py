@@ -13,8 +13,8 @@ import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .gpt2 import is_hf_folder, load_hf_folder
-from .model import GPT
-from .tokenizer import CharTokenizer, TiktokenTokenizer
+from ..model import GPT
+from ..tokenizer import CharTokenizer, TiktokenTokenizer
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
-from .device import best_seconds, choose_device, matmul_peak
-from .distributed import Ranks
-from .generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
-from .memory import check_memory, flops_per_token
-from .model import GPT
-from .optim import Schedule, make_optimizers
-from .run_setup import Run, RunState, model_config_for, run_data, training_dtype
-from .train import train_step
+from ..config import load_config
+from ..machine.device import best_seconds, choose_device, matmul_peak
+from ..training.distributed import Ranks
+from ..generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
+from ..training.memory import check_memory, flops_per_token
+from ..model import GPT
+from ..training.optim import Schedule, make_optimizers
+from ..training.setup import Run, RunState, model_config_for, run_data, training_dtype
+from ..training.loop import train_step
 
 WARMUP_STEPS = 2
 DECODE_TOKENS = 64

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .device import choose_device
-from .errors import UserError
+from ..machine.device import choose_device
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tiktoken
 
-from .tokenizer import END_OF_TEXT
+from ..tokenizer import END_OF_TEXT
 
 
 def bytes_to_unicode() -> dict[int, str]:

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .config import ModelConfig
-from .errors import UserError
-from .files import write_folder_atomically
-from .model import GPT
-from .tokenizer import CharTokenizer, TiktokenTokenizer, from_description
+from .. import __version__
+from ..config import ModelConfig
+from ..errors import UserError
+from ..machine.files import write_folder_atomically
+from ..model import GPT
+from ..tokenizer import CharTokenizer, TiktokenTokenizer, from_description
 
 WEIGHTS = "model.safetensors"
 LEGACY_WEIGHTS = "model.pt"  # written by minitransformer 0.1

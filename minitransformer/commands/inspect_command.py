@@ -10,11 +10,11 @@ import bdb
 
 import torch
 
-from .errors import UserError
-from .load import load_model
-from .inspection import break_in_attention, capture_attention, heatmap, next_token_table, token_label, top_attended
+from ..errors import UserError
+from ..formats.load import load_model
+from ..inspection import break_in_attention, capture_attention, heatmap, next_token_table, token_label, top_attended
 from .plot import import_pyplot
-from .device import choose_device
+from ..machine.device import choose_device
 
 LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
 

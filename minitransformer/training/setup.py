@@ -25,15 +25,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, load_weights, model_from_checkpoint, weights_of
-from .config import ModelConfig, RunConfig, TrainConfig
+from ..formats.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, weights_of
+from ..config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
-from .device import autocast, best_seconds, choose_dtype
+from ..machine.device import autocast, best_seconds, choose_dtype
 from .distributed import Ranks
-from .errors import UserError
-from .load import load_model
+from ..errors import UserError
+from ..formats.load import load_model
 from .memory import check_memory
-from .model import GPT
+from ..model import GPT
 from .optim import Schedule, check_same_optimizer, load_optimizer_state, make_optimizers, resumed_schedule
 from .run_folder import check_has_run, check_no_run, keep_metrics_until
 

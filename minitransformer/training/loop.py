@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint
-from .config import RunConfig, TrainConfig
+from ..formats.checkpoint import save_checkpoint
+from ..config import RunConfig, TrainConfig
 from .data import Dataset, get_batch
-from .device import autocast, matmul_peak
+from ..machine.device import autocast, matmul_peak
 from .distributed import Ranks, start_distributed, stop_distributed
-from .errors import UserError
-from .generate import generate
+from ..errors import UserError
+from ..generate import generate
 from .memory import flops_per_token
-from .model import GPT
+from ..model import GPT
 from .optim import lr_at, set_learning_rate
 from .run_folder import RunLock, append_metrics, clean_temporary, make_run_folder
-from .run_setup import Run, restore_run, start_run
+from .setup import Run, restore_run, start_run
 
 
 class Diverged(UserError):

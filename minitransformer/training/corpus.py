@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import UserError
+from ..errors import UserError
 
 SHIPPED_CORPUS = "tinyshakespeare"
 PIECE_CHARS = 1 << 20  # characters read at a time: 1-4 MB of memory per piece

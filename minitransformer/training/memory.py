@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .errors import UserError
+from ..config import ModelConfig, TrainConfig
+from ..errors import UserError
 
 BYTES = 4  # float32
 STATE_BYTES_PER_PARAMETER = 4 * BYTES  # weight, gradient, AdamW's two moments

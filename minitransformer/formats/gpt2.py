@@ -5,7 +5,8 @@
 - `state_from_hf` / `state_to_hf`: the same tensors under the other library's names.
 - `load_hf_folder(folder)`: `(model, tokenizer)` from `config.json` plus `model.safetensors`
   (or `pytorch_model.bin`, read with `weights_only=True`).
-- `import_gpt2(source, out)` and `export_gpt2(checkpoint, out)`: the two commands.
+- `hf_config_for`, `check_exportable`: what export writes, and what it refuses. The commands
+  themselves (`import-gpt2`, `export-gpt2`) are in commands/convert.py.
 
 Design choices:
 - Our GPT already is GPT-2's function with learned positions, biases, the tanh GELU and a tied
@@ -14,25 +15,21 @@ Design choices:
   `nn.Linear` keeps (out, in), so those four matrices per block are transposed on the way.
 - GPT-2's `attn.bias` and `attn.masked_bias` are causal-mask buffers, not parameters: dropped.
 - Anything this model cannot compute exactly (another activation, attention scaled by the layer
-  index, an untied head, a vocabulary GPT-2's tokenizer does not fit) is refused, never
+  index, a vocabulary GPT-2's tokenizer does not fit) is refused, never
   approximated.
 """
 
 import json
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .checkpoint import load_weights, save_checkpoint, weights_of
-from .config import DataConfig, ModelConfig, TrainConfig
-from .errors import UserError
-from .files import write_folder_atomically
-from .hf_tokenizer import write_gpt2_tokenizer_files
-from .model import GPT
-from .tokenizer import CharTokenizer, TiktokenTokenizer, from_description, tiktoken_tokenizer
+from ..config import ModelConfig
+from ..errors import UserError
+from ..model import GPT
+from ..tokenizer import CharTokenizer, TiktokenTokenizer, from_description, tiktoken_tokenizer
+from .checkpoint import load_weights, weights_of
 
 HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 GPT2_VOCAB = 50257
@@ -157,50 +154,6 @@ def load_hf_folder(folder: Path, device: torch.device | str = "cpu") -> tuple[GP
     return model.eval(), tokenizer if tokenizer is not None else tiktoken_tokenizer("gpt2")
 
 
-def download(name: str) -> Path:
-    """A hub model's folder, fetched by huggingface_hub (optional) into its cache."""
-    how = (f"or download the folder yourself (config.json and model.safetensors from "
-           f"huggingface.co/{name}) and pass its path")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise UserError(f"fetching {name!r} needs huggingface_hub: pip install -e \".[hub]\"; {how}")
-    try:
-        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
-    except Exception as error:  # offline, a refused connection, an unknown name
-        raise UserError(f"could not fetch {name!r} from the Hugging Face hub ({type(error).__name__}); "
-                        f"connect to the internet, {how}")
-
-
-def check_empty(target: Path) -> None:
-    """Refuse to write into a file or a folder that already holds something."""
-    if target.is_file() or target.is_dir() and any(target.iterdir()):
-        raise UserError(f"{target} already exists and is not empty; choose another --out")
-
-
-def import_gpt2(source: str, out: str, say=print) -> Path:
-    """Write a checkpoint folder at out from a Hugging Face GPT-2 folder or hub name."""
-    started = time.perf_counter()
-    target = Path(out)
-    check_empty(target)
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        if source not in HUB_MODELS:
-            raise UserError(f"{source!r} is neither a folder nor a hub model; give a Hugging Face GPT-2 folder "
-                            f"(config.json and model.safetensors) or one of {', '.join(HUB_MODELS)}")
-        folder = download(source)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder} has no config.json; give a Hugging Face GPT-2 model folder")
-    model, tokenizer = load_hf_folder(folder)
-    model_table = {key: value for key, value in asdict(model.config).items() if key != "vocab_size"}
-    run_config = {"model": model_table, "data": asdict(DataConfig(tokenizer="gpt2")), "train": asdict(TrainConfig())}
-    save_checkpoint(target, model, run_config, tokenizer, None, source=f"Hugging Face GPT-2 from {source}")
-    say(f"imported {source}: {model.num_parameters():,} parameters, {model.config.n_layer} layers, "
-        f"{model.config.n_embd} wide, context {model.config.block_size}, in {time.perf_counter() - started:.1f} s "
-        f"-> {target}")
-    return target
-
-
 def hf_config_for(config: ModelConfig, gpt2_tokens: bool) -> dict:
     """config.json for transformers' GPT2LMHeadModel computing the same function as config."""
     special = GPT2_VOCAB - 1 if gpt2_tokens else None
@@ -229,35 +182,3 @@ def check_exportable(config: ModelConfig) -> None:
         raise UserError(f"this model is not GPT-2's function, so transformers would compute something else: "
                         f"{'; '.join(reasons)}. Only models with learned positions, the causal mask and scaled "
                         "attention can be exported")
-
-
-def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
-    """Write config.json, model.safetensors and tokenizer files that transformers loads, at out."""
-    from .load import load_model
-
-    model, tokenizer = load_model(checkpoint)
-    check_exportable(model.config)
-    gpt2_tokens = isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2"
-    target = Path(out)
-    check_empty(target)
-    written = []
-
-    def write(folder: Path) -> None:
-        (folder / "config.json").write_text(json.dumps(hf_config_for(model.config, gpt2_tokens), indent=2))
-        save_file(state_to_hf(model), folder / "model.safetensors", metadata={"format": "pt"})
-        written.extend(["config.json", "model.safetensors"])
-        if gpt2_tokens:
-            written.extend(write_gpt2_tokenizer_files(tokenizer.encoding, folder, model.config.block_size))
-        else:
-            (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
-            written.append("tokenizer.json")
-
-    try:
-        write_folder_atomically(target, write)
-    except OSError as error:
-        raise UserError(f"could not write {target} ({error.strerror or error}); free some disk space or choose another --out")
-    say(f"wrote {target}: {', '.join(written)}")
-    if not gpt2_tokens:
-        say(f"note: this model's tokenizer ({tokenizer.describe()['kind']}) is not GPT-2's: transformers gets the "
-            "model only; tokenizer.json is minitransformer's, for `minitransformer sample` and `import-gpt2`")
-    return target

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .generate import check_sampling, decoding_dtype, generate_batch, prepare_for_decoding, stream_tokens
-from .load import load_model
-from .device import choose_device
+from ..errors import UserError
+from ..generate import check_sampling, decoding_dtype, generate_batch, prepare_for_decoding, stream_tokens
+from ..formats.load import load_model
+from ..machine.device import choose_device
 
 REPLACEMENT_CHARACTER = "\ufffd"
 

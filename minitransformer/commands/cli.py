@@ -11,18 +11,18 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import load_config
-from .errors import UserError
+from .. import __version__
+from ..config import load_config
+from ..errors import UserError
 
 DEFAULT_RUN = "runs/shakespeare_char"
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .checkpoint import read_run_config
-    from .run_folder import check_has_run
-    from .train import train
+    from ..formats.checkpoint import read_run_config
+    from ..training.run_folder import check_has_run
+    from ..training.loop import train
 
     overrides = list(args.set)
     if args.out:
@@ -42,14 +42,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from .gpt2 import import_gpt2
+    from .convert import import_gpt2
 
     import_gpt2(args.source, args.out)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .gpt2 import export_gpt2
+    from .convert import export_gpt2
 
     export_gpt2(args.checkpoint, args.out)
     return 0
