@@ -6,11 +6,12 @@ applies command-line overrides such as `--set train.max_steps=200`.
 
 Design choices:
 - Frozen, so a config cannot change under a model that was built from it.
-- Every check runs in `__post_init__`, so a bad value fails where it is written, with a `UserError`
+- Every check runs in `__post_init__`; every number must be finite and in its range, so a bad value fails where it is written, with a `UserError`
   (a `ValueError`) that names the field and the values it allows.
 - Fields hold only plain TOML types (int, float, bool, str), so a config file maps onto them directly.
 """
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 
@@ -31,12 +32,15 @@ def check_field_types(config, section: str) -> None:
         value = getattr(config, field.name)
         expected = field.type
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(config, field.name, float(value))
-            continue
+            value = float(value)
+            object.__setattr__(config, field.name, value)
         takes_bool = expected is bool or bool in getattr(expected, "__args__", ())  # bool, or a union with bool
         if isinstance(value, bool) and not takes_bool or not isinstance(value, expected):
             name = getattr(expected, "__name__", str(expected))
             raise UserError(f"{section}.{field.name} must be of type {name}, got {value!r}")
+        # NaN passes every range check (nan <= 0 is False), and infinity is no setting either.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{section}.{field.name} must be a finite number, got {value!r}")
 
 
 def check_choice(section: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -156,6 +160,8 @@ class TrainConfig:
         for name in ("time_budget_s", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")
+        if not 0 <= self.seed < 2**64:
+            raise UserError(f"train.seed must be a whole number from 0 to 2**64 - 1, got {self.seed}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise UserError(f"train.min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
         for name in ("beta1", "beta2"):

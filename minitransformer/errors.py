@@ -8,4 +8,20 @@ traceback. `UserError` subclasses `ValueError`, so library callers can catch it 
 
 
 class UserError(ValueError):
-    """A mistake in the user's input; the message names the problem and the fix."""
+    """A mistake in the user's input; the message names the problem and the fix.
+
+    everywhere: under torchrun, every process raises this same error (a config mistake, or rank
+    0's failure passed on to the others), so rank 0 alone prints it; any other error is printed
+    by the process that hit it.
+    """
+
+    everywhere = False
+
+
+def short_cause(error: BaseException, limit: int = 120) -> str:
+    """An exception as a few words on one line, e.g. "ValueError: bad header", for a one-line
+    message: the first line of its text, cut at a word boundary when longer than limit."""
+    text = " ".join((str(error).strip().splitlines() or [""])[0].split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

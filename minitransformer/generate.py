@@ -59,10 +59,12 @@ def sample_next(
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
-        # Drop a token when the more likely tokens before it already reach top_p; this always
-        # keeps the most likely token.
+        # Drop a token when the more likely tokens before it already reach top_p. The most likely
+        # token always stays: a top_p below float32's range (1e-300) rounds to 0 in the comparison.
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+        drop = before >= top_p  # (B, V)
+        drop[:, 0] = False
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1); renormalises
 
@@ -180,13 +182,13 @@ def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
     return best_seconds(lambda: list(stream_tokens(trial, idx, tokens, temperature=0.0)), idx.device) / tokens
 
 
-def decoding_dtype(model: GPT, name: str, device: torch.device) -> torch.dtype:
+def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeasure: bool = False) -> torch.dtype:
     """The dtype to generate in: name, or for "auto" bfloat16 where it is native and measured
-    faster for this model (device.choose_dtype), as prepared by prepare_for_decoding."""
+    faster for this model (device.choose_dtype, which tells say why), as prepare_for_decoding makes it."""
     m = model.config
     what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
             f"{', packed' if packing_available() else ''}")
-    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype))
+    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure)
 
 
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:

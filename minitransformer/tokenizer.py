@@ -143,11 +143,23 @@ def build_tokenizer(kind: str, corpus_text: str) -> CharTokenizer | TiktokenToke
     return tiktoken_tokenizer(kind)
 
 
-def from_description(description: dict) -> CharTokenizer | TiktokenTokenizer:
-    """Rebuild a tokenizer from what `describe()` returned."""
+def from_description(description: object) -> CharTokenizer | TiktokenTokenizer:
+    """Rebuild a tokenizer from what `describe()` returned.
+
+    A description that `describe()` cannot have written raises ValueError (the caller knows which
+    file it came from); a tiktoken encoding that cannot be loaded raises UserError, saying why.
+    """
+    if not isinstance(description, dict):
+        raise ValueError(f"a tokenizer description is a JSON object, got {type(description).__name__}")
     kind = description.get("kind")
     if kind == "char":
-        return CharTokenizer(description["chars"])
+        chars = description.get("chars")
+        if not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
+            raise ValueError("a character tokenizer needs 'chars': a string of distinct characters")
+        return CharTokenizer(chars)
     if kind == "tiktoken":
-        return tiktoken_tokenizer(description["name"])
-    raise UserError(f"unknown tokenizer description {description!r}; the checkpoint may be damaged")
+        name = description.get("name")
+        if not isinstance(name, str):
+            raise ValueError("a tiktoken tokenizer needs 'name': an encoding's name")
+        return tiktoken_tokenizer(name)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'tiktoken'")

@@ -138,12 +138,32 @@ def test_hub_names_without_huggingface_hub_or_network_are_one_line(tmp_path, cap
     assert "pip install" in error_line(capsys)
 
 
+def test_an_untied_head_loads_and_exports_exactly(tmp_path):
+    """tie_word_embeddings = false: our model keeps lm_head.weight apart (tie_weights = false), in
+    both directions, and computes transformers' logits."""
+    hf = random_hf_model(tie_word_embeddings=False)
+    assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
+    hf.save_pretrained(tmp_path / "untied")
+    ours, _ = load_model(tmp_path / "untied")
+    assert not ours.config.tie_weights
+    idx = torch.randint(0, VOCAB, (2, 19))
+    assert_close(ours(idx)[0], hf_logits(hf, idx), atol=1e-5, rtol=1e-5)
+    assert main(["import-gpt2", str(tmp_path / "untied"), "--out", str(tmp_path / "ours")]) == 0
+    assert main(["export-gpt2", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
+    again, _ = load_model(tmp_path / "back")
+    assert_close(again(idx)[0], hf_logits(hf, idx), atol=1e-5, rtol=1e-5)
+    reloaded = GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
+    assert_close(hf_logits(reloaded, idx), hf_logits(hf, idx), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"activation_function": "gelu"}, "activation_function"),
     ({"activation_function": "relu"}, "activation_function"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"reorder_and_upcast_attn": True}, "reorder_and_upcast_attn"),
-    ({"tie_word_embeddings": False}, "untied"),
+    ({"layer_norm_epsilon": None}, "layer_norm_epsilon = None"),
+    ({"n_embd": "48"}, "n_embd = '48'"),
+    ({"n_layer": 2.5}, "n_layer = 2.5"),
     ({"vocab_size": 50304}, "does not fit GPT-2's tokenizer"),
     ({"vocab_size": 1000}, "does not fit GPT-2's tokenizer"),
     ({"n_inner": 100}, "n_inner"),

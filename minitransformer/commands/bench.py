@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import load_config
+from ..errors import UserError
 from ..machine.device import best_seconds, choose_device, matmul_peak
 from ..training.distributed import Ranks
 from ..generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
@@ -50,8 +51,11 @@ def measure_decoding(model: GPT, batch: int) -> float:
     return batch * DECODE_TOKENS / best_seconds(run, device, repeats=1)
 
 
-def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) -> dict:
-    """Measure and print training and sampling speed; returns the figures."""
+def bench(config_path: str | None, device_name: str, steps: int = 5, say=print, remeasure: bool = False) -> dict:
+    """Measure and print training and sampling speed; returns the figures. remeasure: measure the
+    precisions "auto" picks again, instead of the remembered verdicts."""
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
     config = load_config(config_path)
     cfg = config.train
     device = choose_device(device_name)
@@ -61,7 +65,7 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) 
         check_memory(model_config, cfg, device)
         torch.manual_seed(cfg.seed)
         model = GPT(model_config).to(device)
-        run = Run(config, Path(folder), device, training_dtype(cfg, device, model, dataset, Ranks()), dataset, model,
+        run = Run(config, Path(folder), device, training_dtype(cfg, device, model, dataset, Ranks(), say, remeasure), dataset, model,
                   make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed), RunState(Schedule.for_config(cfg)))
         m = model_config
         say(f"model: {model.num_parameters():,} parameters, {m.n_layer} layers, {m.n_embd} wide, context "
@@ -74,7 +78,7 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print) 
         say(f"training: {tokens_per_s:,.0f} tokens/s ({seconds * 1000:.0f} ms a step) in {dtype_name}; "
             f"MFU {mfu:.1%} of a measured {dtype_name} matrix-product peak of {peak / 1e12:.2f} TFLOP/s")
         model.eval()
-        decode_dtype = decoding_dtype(model, "auto", device)
+        decode_dtype = decoding_dtype(model, "auto", device, say, remeasure)
         model = prepare_for_decoding(model, decode_dtype)
         one, eight = measure_decoding(model, 1), measure_decoding(model, 8)
         say(f"sampling in {str(decode_dtype).removeprefix('torch.')}: {one:,.0f} tokens/s at batch 1, "

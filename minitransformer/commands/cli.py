@@ -1,14 +1,17 @@
 """The `minitransformer` command line: argument parsing only; the work lives in other modules.
 
 Design choice: a `UserError` raised anywhere below, and an `OSError` (the environment refusing:
-a full disk, a read-only folder), is printed as one line on stderr with exit code 2; Ctrl-C exits
-with 130; any other exception is a bug and keeps its traceback.
+a full disk, a read-only folder), is printed as one line on stderr with exit code 2; Ctrl-C and a
+plain `kill` (SIGTERM) exit with 130, after training has saved, and anywhere else with nothing
+half-written; any other exception is a bug and keeps its traceback.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .. import __version__
@@ -36,8 +39,13 @@ def run_train(args: argparse.Namespace) -> int:
         # Without --config, a resumed run continues with the config it was started with.
         check_has_run(Path(args.out or DEFAULT_RUN))
         tables = read_run_config(Path(args.out or DEFAULT_RUN) / "last")
-    config = load_config(args.config, tuple(overrides), tables)
-    result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from)
+    try:
+        config = load_config(args.config, tuple(overrides), tables)
+    except UserError as error:
+        error.everywhere = True  # every torchrun process reads the same config
+        raise
+    result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
+                   remeasure=args.remeasure)
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
 
 
@@ -62,7 +70,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.prompt_file:
         prompts += read_prompt_file(args.prompt_file)
     sample(args.checkpoint, prompts or ["\n"], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-           args.num_samples, args.seed, args.device, args.dtype)
+           args.num_samples, args.seed, args.device, args.dtype, args.remeasure)
     return 0
 
 
@@ -76,7 +84,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import bench
 
-    bench(args.config, args.device, args.steps)
+    bench(args.config, args.device, args.steps, remeasure=args.remeasure)
     return 0
 
 
@@ -114,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N steps, saving the run to continue later with --resume")
     train.add_argument("--init-from", metavar="DIR",
                        help="fine-tune: start from this checkpoint, run or Hugging Face GPT-2 folder's model")
+    train.add_argument("--remeasure", action="store_true",
+                       help="measure again which precision train.dtype = \"auto\" picks, instead of the remembered verdict")
     train.set_defaults(run=run_train)
 
     sample = commands.add_parser("sample", help="write text from a trained model")
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", metavar="D")
     sample.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of generation; auto takes bfloat16 where it is measured faster (default)")
+    sample.add_argument("--remeasure", action="store_true", help="measure again which precision --dtype auto picks")
     sample.set_defaults(run=run_sample)
 
     inspect = commands.add_parser("inspect", help="show a model's attention for a prompt, or stop inside it in pdb")
@@ -161,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--config", metavar="PATH", help="the config whose model to measure (default: shakespeare_char)")
     benchmark.add_argument("--device", default="auto", metavar="D")
     benchmark.add_argument("--steps", type=int, default=5, metavar="N", help="training steps to time after a warm-up")
+    benchmark.add_argument("--remeasure", action="store_true", help="measure the precisions \"auto\" picks again")
     benchmark.set_defaults(run=run_bench)
 
     plot = commands.add_parser("plot", help="plot a run's train and val loss")
@@ -170,22 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupt(signum, frame):
+    """SIGTERM (a plain `kill`) outside the training loop: stop as Ctrl-C does (the loop saves first)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # only the main thread sets handlers
+        previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         return args.run(args)
     except UserError as error:
-        report(f"error: {error}")
+        report(f"error: {error}", error.everywhere)
         return 2
     except KeyboardInterrupt:
         # Training saves and says how to resume on the first Ctrl-C; this is a Ctrl-C anywhere
         # else (start-up, data preparation, a second Ctrl-C). Every file is written atomically,
         # so nothing half-written is left behind.
-        report("\ninterrupted (Ctrl-C)")
+        report("\ninterrupted (Ctrl-C or SIGTERM)")
         return INTERRUPTED_EXIT_CODE
     except BrokenPipeError:
         # The reader of our output went away (`minitransformer sample | head`): stop quietly, and
@@ -198,9 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({error.filename})" if error.filename else ""
         report(f"error: {error.strerror or error}{where}; check the disk space and the permissions there")
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def report(message: str) -> None:
-    """Print a message on stderr; under torchrun only rank 0 does, so that it appears once."""
-    if os.environ.get("RANK", "0") == "0":
+def report(message: str, everywhere: bool = False) -> None:
+    """Print a message on stderr. Under torchrun, a message that every process has alike is
+    printed by rank 0 alone; any other is printed by the process that has it, naming its rank."""
+    rank = os.environ.get("RANK", "0")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or rank == "0":
         print(message, file=sys.stderr)
+    elif not everywhere:
+        print(f"rank {rank}: {message.lstrip()}", file=sys.stderr)

@@ -13,8 +13,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..config import DataConfig, TrainConfig
-from ..errors import UserError
-from ..formats.checkpoint import save_checkpoint
+from ..errors import UserError, short_cause
+from ..formats.checkpoint import save_checkpoint, weights_metadata
 from ..formats.gpt2 import HUB_MODELS, check_exportable, hf_config_for, load_hf_folder, state_to_hf
 from ..formats.hf_tokenizer import write_gpt2_tokenizer_files
 from ..formats.load import load_model
@@ -77,7 +77,7 @@ def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
 
     def write(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(hf_config_for(model.config, gpt2_tokens), indent=2))
-        save_file(state_to_hf(model), folder / "model.safetensors", metadata={"format": "pt"})
+        save_file(state_to_hf(model), folder / "model.safetensors", metadata=weights_metadata(tokenizer))
         written.extend(["config.json", "model.safetensors"])
         if gpt2_tokens:
             written.extend(write_gpt2_tokenizer_files(tokenizer.encoding, folder, model.config.block_size))
@@ -86,9 +86,9 @@ def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
             written.append("tokenizer.json")
 
     try:
-        write_folder_atomically(target, write)
-    except OSError as error:
-        raise UserError(f"could not write {target} ({error.strerror or error}); free some disk space or choose another --out")
+        write_folder_atomically(target, write, replace=False)
+    except Exception as error:  # OSError, and safetensors' own error for a full disk
+        raise UserError(f"could not write {target} ({short_cause(error)}); free some disk space or choose another --out")
     say(f"wrote {target}: {', '.join(written)}")
     if not gpt2_tokens:
         say(f"note: this model's tokenizer ({tokenizer.describe()['kind']}) is not GPT-2's: transformers gets the "

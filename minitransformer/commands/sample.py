@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..generate import check_sampling, decoding_dtype, generate_batch, prepare_for_decoding, stream_tokens
 from ..formats.load import load_model
 from ..machine.device import choose_device
+from ..training.memory import check_generation_memory
 
 REPLACEMENT_CHARACTER = "\ufffd"
 
@@ -29,22 +30,32 @@ def sample(
     seed: int = 1337,
     device: str = "auto",
     dtype: str = "auto",
+    remeasure: bool = False,
 ) -> None:
     """Write num_samples continuations of each prompt to stdout.
 
     One prompt streams as it is generated; several are generated together with generate_batch
-    and printed in order. dtype: "float32", "bfloat16", or "auto" (bfloat16 where measured faster).
+    and printed in order. dtype: "float32", "bfloat16", or "auto" (bfloat16 where measured faster;
+    the choice and its reason go to stderr). remeasure: measure that choice again.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_sampling(temperature, top_k, top_p)
     if max_new_tokens < 0 or num_samples < 1:
         raise UserError("--max-new-tokens must be 0 or more and --num-samples at least 1")
+    if not 0 <= seed < 2**64:
+        raise UserError(f"--seed must be a whole number from 0 to 2**64 - 1, got {seed}")
     if not prompts or any(not prompt for prompt in prompts):
         raise UserError("a prompt is empty; give at least one character, e.g. --prompt $'\\n'")
+    if sys.stdout is None or sys.stdout.closed:
+        raise UserError("standard output is closed, so the text has nowhere to go; redirect it instead, "
+                        "e.g. > sample.txt")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
-    model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device))
+    if len(prompts) > 1:
+        check_generation_memory(model.config, len(prompts) * num_samples, torch_device)
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
+    say = lambda message: print(message, file=sys.stderr)  # noqa: E731  (stdout is for the text alone)
+    model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device, say, remeasure))
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     if len(prompts) == 1:
         stream(model, tokenizer, prompts[0], encoded[0], max_new_tokens, temperature, top_k, top_p, num_samples, generator)

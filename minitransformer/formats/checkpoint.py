@@ -10,32 +10,37 @@ A checkpoint folder (a run keeps two, `last/` and `best/`) holds:
 Design choices:
 - Loading never runs code from a file: safetensors holds tensors and nothing else, `state.pt` is
   read with `torch.load(..., weights_only=True)`, the rest is JSON.
+- The weights record a digest of their tokenizer (`tokenizer_sha256` in the safetensors
+  metadata): a tokenizer.json that is not theirs is refused, never used to decode.
 - The tied output head (`lm_head.weight`, the same matrix as `wte.weight`) is stored once, as
   Hugging Face's GPT-2 files do; loading ties it again.
-- A checkpoint is written into `NAME.tmp/`, fsynced and swapped in by renames (files.py), so a
-  crash leaves the previous checkpoint intact: under `NAME/`, or, if it struck between the two
-  renames, under `NAME.old/`, where loading finds it. Weights with NaN or infinite values are
+- A checkpoint is written into a temporary folder, fsynced and swapped in by renames
+  (machine/files.py), so a crash leaves the previous checkpoint intact: under `NAME/`, or, if it
+  struck between the two renames, under the name files.py moved it aside to, where loading finds it. Weights with NaN or infinite values are
   never written, and never loaded.
 - A missing or damaged checkpoint is a `UserError` of one line that says what to do.
 """
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..config import ModelConfig
-from ..errors import UserError
-from ..machine.files import write_folder_atomically
+from ..errors import UserError, short_cause
+from ..machine.files import previous_copies, write_folder_atomically
 from ..model import GPT
 from ..tokenizer import CharTokenizer, TiktokenTokenizer, from_description
 
 WEIGHTS = "model.safetensors"
 LEGACY_WEIGHTS = "model.pt"  # written by minitransformer 0.1
 TIED_HEAD = "lm_head.weight"
+DIGEST_KEY = "tokenizer_sha256"  # in the weights' metadata
 
 
 @dataclass
@@ -87,7 +92,7 @@ def save_checkpoint(
         config["source"] = source
 
     def write(folder: Path) -> None:
-        save_file(weights, folder / WEIGHTS, metadata={"format": "pt"})
+        save_file(weights, folder / WEIGHTS, metadata=weights_metadata(tokenizer))
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
         if train_state is not None:
@@ -95,9 +100,9 @@ def save_checkpoint(
 
     try:
         write_folder_atomically(path, write)
-    except OSError as error:
+    except Exception as error:  # OSError, and torch's and safetensors' own errors for a full disk
         raise UserError(
-            f"could not save the checkpoint {path} ({error.strerror or error}); the previous checkpoint is intact; "
+            f"could not save the checkpoint {path} ({short_cause(error)}); the previous checkpoint is intact; "
             "free some disk space or fix the folder's permissions, then resume with --resume"
         )
 
@@ -105,11 +110,11 @@ def save_checkpoint(
 def find_checkpoint(path: str | Path) -> Path:
     """Resolve a checkpoint folder, or a run folder (its `best/`, else its `last/`).
 
-    A `NAME.old/` folder stands in for `NAME/` when a crash struck between save's two renames.
+    The previous copy of `NAME/` stands in for it when a crash struck between save's two renames.
     """
     path = Path(path)
     for candidate in (path, path / "best", path / "last"):
-        for folder in (candidate, candidate.with_name(candidate.name + ".old")):
+        for folder in (candidate, *previous_copies(candidate)):
             if (folder / WEIGHTS).is_file() or (folder / LEGACY_WEIGHTS).is_file():
                 return folder
     raise UserError(
@@ -120,18 +125,49 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def damaged(path: Path, error: Exception) -> UserError:
     """The one error for a checkpoint folder whose files cannot be read (the cause in a few words)."""
-    cause = (str(error).strip().splitlines() or [""])[0][:120]
-    return UserError(
-        f"the checkpoint at {path} is damaged ({type(error).__name__}: {cause}); "
-        "use another checkpoint (its run's last/ or best/) or train again"
-    )
+    return UserError(f"the checkpoint at {path} is damaged ({short_cause(error)}); "
+                     "use another checkpoint (its run's last/ or best/) or train again")
 
 
-def read_weights(path: Path, device: torch.device | str) -> dict[str, torch.Tensor]:
-    """The weights in a checkpoint folder, from model.safetensors or an old model.pt."""
+def tokenizer_digest(tokenizer: CharTokenizer | TiktokenTokenizer) -> str:
+    """sha256 of the tokenizer's description: stored with the weights, so that a tokenizer.json
+    that is not theirs (another run's, edited, permuted) is refused instead of decoding garbage."""
+    return hashlib.sha256(json.dumps(tokenizer.describe(), sort_keys=True).encode()).hexdigest()
+
+
+def weights_metadata(tokenizer: CharTokenizer | TiktokenTokenizer) -> dict[str, str]:
+    return {"format": "pt", DIGEST_KEY: tokenizer_digest(tokenizer)}
+
+
+def check_tokenizer_digest(metadata: dict[str, str] | None, tokenizer, folder: Path) -> None:
+    """Refuse a tokenizer whose digest differs from the one recorded with the weights (weights
+    written before version 0.3 record none, and are taken as they are)."""
+    recorded = (metadata or {}).get(DIGEST_KEY)
+    if recorded is not None and recorded != tokenizer_digest(tokenizer):
+        raise UserError(f"{folder / 'tokenizer.json'} does not belong to the weights beside it (it is not the "
+                        "tokenizer they were trained with); put back that checkpoint's own tokenizer.json, "
+                        "or use another checkpoint")
+
+
+def read_weights(path: Path, device: torch.device | str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """The weights in a checkpoint folder and their metadata, from model.safetensors or an old model.pt."""
     if (path / WEIGHTS).is_file():
-        return load_file(path / WEIGHTS, device=str(device))
-    return torch.load(path / LEGACY_WEIGHTS, map_location=device, weights_only=True)
+        with safe_open(path / WEIGHTS, framework="pt") as file:
+            metadata = file.metadata()
+        return load_file(path / WEIGHTS, device=str(device)), metadata
+    return torch.load(path / LEGACY_WEIGHTS, map_location=device, weights_only=True), None
+
+
+def read_config(path: Path) -> tuple[ModelConfig, dict]:
+    """The model's config and the whole run's, from a checkpoint folder's config.json."""
+    config = json.loads((path / "config.json").read_text())
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or \
+            not isinstance(config.get("run"), dict):
+        raise ValueError("config.json needs a 'model' and a 'run' table")
+    try:
+        return ModelConfig(**config["model"]), config["run"]
+    except UserError as error:  # a value no config file could hold: the file is damaged
+        raise ValueError(str(error)) from None
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_state: bool = False) -> Checkpoint:
@@ -142,21 +178,20 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
     """
     path = find_checkpoint(path)
     try:
-        config = json.loads((path / "config.json").read_text())
-        description = json.loads((path / "tokenizer.json").read_text())
-        model_config = ModelConfig(**config["model"])
-        run_config = config["run"]
-        model_state = read_weights(path, device)
+        model_config, run_config = read_config(path)
+        tokenizer = from_description(json.loads((path / "tokenizer.json").read_text()))
+        if tokenizer.vocab_size != model_config.vocab_size:
+            raise ValueError(f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
+        model_state, metadata = read_weights(path, device)
         state_path = path / "state.pt"  # absent from imported models, which were never trained here
         train_state = None
         if with_state and state_path.exists():
             train_state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a missing file, bad JSON or config values, a truncated or foreign tensor file
+    except UserError:  # already says what to do (e.g. a tiktoken encoding that needs the network)
+        raise
+    except Exception as error:  # a missing file, bad JSON or config values, a truncated or foreign file
         raise damaged(path, error)
-    tokenizer = from_description(description)  # its errors (an encoding tiktoken cannot load) say what to do
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise damaged(path, ValueError(
-            f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}"))
+    check_tokenizer_digest(metadata, tokenizer, path)
     return Checkpoint(path, model_config, run_config, tokenizer, model_state, train_state)
 
 
@@ -165,10 +200,7 @@ def read_run_config(path: str | Path) -> dict:
     without loading any tensors."""
     path = find_checkpoint(path)
     try:
-        run = json.loads((path / "config.json").read_text())["run"]
-        if not isinstance(run, dict):
-            raise TypeError("the run config is not a table")
-        return run
+        return read_config(path)[1]
     except Exception as error:  # a missing file, bad JSON, no "run" entry
         raise damaged(path, error)
 

@@ -10,7 +10,7 @@
 
 Design choices:
 - Our GPT already is GPT-2's function with learned positions, biases, the tanh GELU and a tied
-  head: parameter names match after `transformer.h.N.` becomes `blocks.N.`. One difference in
+  head (an untied one, `tie_word_embeddings = false`, loads as `tie_weights = false`): parameter names match after `transformer.h.N.` becomes `blocks.N.`. One difference in
   storage: GPT-2's projections are `Conv1D` layers that keep their weight as (in, out), where
   `nn.Linear` keeps (out, in), so those four matrices per block are transposed on the way.
 - GPT-2's `attn.bias` and `attn.masked_bias` are causal-mask buffers, not parameters: dropped.
@@ -23,16 +23,18 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..config import ModelConfig
-from ..errors import UserError
+from ..errors import UserError, short_cause
 from ..model import GPT
 from ..tokenizer import CharTokenizer, TiktokenTokenizer, from_description, tiktoken_tokenizer
-from .checkpoint import load_weights, weights_of
+from .checkpoint import check_tokenizer_digest, load_weights, weights_of
 
 HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 GPT2_VOCAB = 50257
+SIZE_DEFAULTS = {"vocab_size": GPT2_VOCAB, "n_positions": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU's tanh approximation
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
@@ -41,7 +43,8 @@ MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
 def is_hf_folder(path: Path) -> bool:
     """A Hugging Face model folder: its config.json names a model_type (ours names a "model" table)."""
     try:
-        return path.is_dir() and "model_type" in json.loads((path / "config.json").read_text())
+        config = json.loads((path / "config.json").read_text())
+        return path.is_dir() and isinstance(config, dict) and "model_type" in config
     except (OSError, ValueError, TypeError):
         return False
 
@@ -59,27 +62,32 @@ def model_config_from_hf(hf: dict, vocab_fits: bool, source: Path) -> ModelConfi
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if hf.get(flag):
             raise refuse(f"{flag} = true, which this model does not compute")
-    if not hf.get("tie_word_embeddings", True):
-        raise refuse("tie_word_embeddings = false (an untied output head); this model ties it to the embedding as GPT-2 does")
-    C = hf.get("n_embd", 768)
+    sizes = {key: hf.get(key, default) for key, default in SIZE_DEFAULTS.items()}
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise refuse(f"{key} = {value!r} in config.json is not a whole number")
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        raise refuse(f"layer_norm_epsilon = {eps!r} in config.json is not a number")
+    C = sizes["n_embd"]
     if hf.get("n_inner") not in (None, 4 * C):
         raise refuse(f"n_inner = {hf['n_inner']}; this model's MLP is 4 x n_embd = {4 * C} wide")
     if not vocab_fits:
         raise refuse(f"vocab_size = {hf.get('vocab_size')} does not fit GPT-2's tokenizer ({GPT2_VOCAB} tokens)")
     try:
         return ModelConfig(
-            vocab_size=hf.get("vocab_size", GPT2_VOCAB), block_size=hf.get("n_positions", 1024),
-            n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=C,
-            dropout=0.0, bias=True, position="learned", attention="sdpa",
-            scale_attention=bool(hf.get("scale_attn_weights", True)),
-            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"], n_layer=sizes["n_layer"],
+            n_head=sizes["n_head"], n_embd=C, dropout=0.0, bias=True, position="learned", attention="sdpa",
+            scale_attention=bool(hf.get("scale_attn_weights", True)), layer_norm_eps=float(eps),
+            tie_weights=bool(hf.get("tie_word_embeddings", True)),
         )
     except UserError as error:
         raise refuse(str(error))
 
 
-def state_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face GPT-2 tensors under our names; Conv1D weights transposed, mask buffers dropped."""
+def state_from_hf(hf_state: dict[str, torch.Tensor], tied: bool = True) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 tensors under our names; Conv1D weights transposed, mask buffers dropped,
+    and the output head dropped when it is tied (the same matrix as wte.weight)."""
     state = {}
     for name, tensor in hf_state.items():
         name = name.removeprefix("transformer.")
@@ -91,7 +99,8 @@ def state_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if name.endswith(CONV1D_WEIGHTS):
             tensor = tensor.t()  # Conv1D (in, out) -> Linear (out, in)
         state[name] = tensor.contiguous()
-    state.pop("lm_head.weight", None)  # tied: the same matrix as wte.weight
+    if tied:
+        state.pop("lm_head.weight", None)
     return state
 
 
@@ -126,18 +135,29 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
         if (folder / "pytorch_model.bin").is_file():
             return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        cause = (str(error).strip().splitlines() or [""])[0][:120]
-        raise UserError(f"the weights in {folder} cannot be read ({type(error).__name__}: {cause}); download them again")
+        raise UserError(f"the weights in {folder} cannot be read ({short_cause(error)}); download them again")
     raise UserError(f"{folder} has a config.json but no weights: it needs model.safetensors or pytorch_model.bin")
 
 
 def hf_folder_tokenizer(folder: Path) -> CharTokenizer | TiktokenTokenizer | None:
-    """The tokenizer an exported folder of ours carries in tokenizer.json (one with a "kind"), else None."""
+    """The tokenizer an exported folder of ours carries in tokenizer.json (one with a "kind"), else
+    None; it must be the one recorded with the weights (checkpoint.check_tokenizer_digest)."""
     try:
         description = json.loads((folder / "tokenizer.json").read_text())
     except (OSError, ValueError):
         return None
-    return from_description(description) if isinstance(description, dict) and "kind" in description else None
+    if not isinstance(description, dict) or "kind" not in description:
+        return None  # Hugging Face's own tokenizer.json
+    try:
+        tokenizer = from_description(description)
+    except ValueError as error:
+        raise UserError(f"{folder / 'tokenizer.json'} is damaged ({short_cause(error)}); export the model again")
+    metadata = None
+    if (folder / "model.safetensors").is_file():
+        with safe_open(folder / "model.safetensors", framework="pt") as file:
+            metadata = file.metadata()
+    check_tokenizer_digest(metadata, tokenizer, folder)
+    return tokenizer
 
 
 def load_hf_folder(folder: Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:
@@ -145,12 +165,12 @@ def load_hf_folder(folder: Path, device: torch.device | str = "cpu") -> tuple[GP
     try:
         hf_config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"{folder}/config.json cannot be read ({error}); download the model folder again")
+        raise UserError(f"{folder}/config.json cannot be read ({short_cause(error)}); download the model folder again")
     tokenizer = hf_folder_tokenizer(folder)
     vocab = hf_config.get("vocab_size", GPT2_VOCAB)
     vocab_fits = vocab == (tokenizer.vocab_size if tokenizer is not None else GPT2_VOCAB)
     config = model_config_from_hf(hf_config, vocab_fits, folder)
-    model = load_weights(GPT(config), state_from_hf(read_hf_weights(folder)), folder).to(device)
+    model = load_weights(GPT(config), state_from_hf(read_hf_weights(folder), config.tie_weights), folder).to(device)
     return model.eval(), tokenizer if tokenizer is not None else tiktoken_tokenizer("gpt2")
 
 

@@ -56,9 +56,17 @@ def cpu_computes_bf16() -> bool:
 # Where bfloat16 is native on a CPU, whether it is faster depends on the model: measured on a
 # 2-core AMD EPYC, bf16 made a 6-layer, 384-wide model's training step 1.6x faster and decoding
 # 1.7x faster, but a 4-layer, 128-wide one slower (casts cost more than the small products
-# save). So "auto" measures the actual model in both precisions once and remembers the answer;
-# bf16 must win by this factor, so that noise never trades float32's precision for nothing.
+# save). So "auto" measures the actual model in both precisions and remembers the answer; bf16
+# must win by this factor, so that noise never trades float32's precision for nothing.
 BF16_MIN_SPEEDUP = 1.15
+# A measurement alternates the two precisions this many times and keeps each one's fastest time:
+# a burst of load then slows both sides alike instead of one.
+PROBE_ROUNDS = 3
+# The first runs of a model each measure again and keep the fastest times of all, so that one
+# measurement on a busy machine cannot decide for good; after that the verdict is remembered,
+# until it is this old (a new driver, a changed machine).
+MEASUREMENTS = 3
+MAX_AGE_S = 30 * 24 * 3600
 
 
 def speed_cache_path() -> Path:
@@ -83,58 +91,107 @@ def machine_key(device: torch.device) -> str:
     return f"{name}; torch {torch.__version__}"
 
 
-def remembered(key: str) -> object | None:
+def read_cache() -> dict:
+    """Everything remembered; an unreadable or damaged cache counts as empty (it is rewritten)."""
     try:
-        return json.loads(speed_cache_path().read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+        known = json.loads(speed_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def remember(key: str, value: object) -> None:
-    """Store a measurement; a cache that cannot be written only means measuring again next time."""
+    """Store a measurement; a cache that cannot be written only means measuring again next time.
+    The file is replaced atomically under a name unique to this process, so two processes writing
+    at once can lose one entry, never damage the file."""
     path = speed_cache_path()
     try:
-        known = json.loads(path.read_text()) if path.is_file() else {}
+        known = read_cache()
         known[key] = value
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda temp: temp.write_text(json.dumps(known, indent=1)))
-    except (OSError, ValueError):
+    except OSError:
         pass
 
 
-def choose_dtype(name: str, device: torch.device, what: str = "", measure=None) -> torch.dtype:
+def positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def measure_precisions(measure, rounds: int = PROBE_ROUNDS) -> tuple[float, float]:
+    """(float32 seconds, bfloat16 seconds): the fastest of `rounds` alternating measurements each."""
+    fp32 = bf16 = math.inf
+    for _ in range(rounds):
+        fp32 = min(fp32, measure(torch.float32))
+        bf16 = min(bf16, measure(torch.bfloat16))
+    return fp32, bf16
+
+
+def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
+    """bf16's speedup over float32 for the work `key` names, and where the figure comes from.
+
+    Measures unless the cache holds MEASUREMENTS measurements younger than MAX_AGE_S; a new
+    measurement is combined with those before it (the fastest time of each precision is kept).
+    """
+    entry = read_cache().get(key)
+    now = time.time()
+    fresh = isinstance(entry, dict) and positive(entry.get("float32_s")) and positive(entry.get("bfloat16_s")) \
+        and positive(entry.get("measured_at")) and now - entry["measured_at"] < MAX_AGE_S \
+        and isinstance(entry.get("measurements"), int) and entry["measurements"] >= 1
+    if fresh and not remeasure and entry["measurements"] >= MEASUREMENTS:
+        day = time.strftime("%Y-%m-%d", time.localtime(entry["measured_at"]))
+        return entry["float32_s"] / entry["bfloat16_s"], f"measured on {day}, remembered"
+    fp32, bf16 = measure_precisions(measure)
+    count = 1
+    if fresh and not remeasure:
+        fp32, bf16 = min(fp32, entry["float32_s"]), min(bf16, entry["bfloat16_s"])
+        count = entry["measurements"] + 1
+    remember(key, {"float32_s": fp32, "bfloat16_s": bf16, "measurements": count,
+                   "measured_at": entry["measured_at"] if count > 1 else now})
+    return fp32 / bf16, f"measured now, {count} of {MEASUREMENTS} measurements"
+
+
+def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, say=None,
+                 remeasure: bool = False) -> torch.dtype:
     """The dtype to compute in: 'float32', 'bfloat16', or 'auto', which picks bfloat16 only where
     it is native (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX) and, on a CPU, measured faster.
 
     what: names the model and the work, for the remembered measurement; measure(dtype) returns
-    the seconds that work takes in dtype. Without measure, a CPU stays in float32.
+    the seconds that work takes in dtype. Without measure, a CPU stays in float32. say (if given)
+    gets one line with the choice and its reason. remeasure: forget what was remembered.
     """
-    if name == "float32":
-        return torch.float32
-    if name == "bfloat16":
-        return torch.bfloat16
+    if name in ("float32", "bfloat16"):
+        return getattr(torch, name)
+    dtype, reason = torch.float32, "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)"
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return torch.bfloat16 if native else torch.float32
-    if device.type != "cpu" or measure is None or not cpu_computes_bf16():
-        return torch.float32
-    key = f"{machine_key(device)}; {what}"
-    speedup = remembered(key)
-    if not isinstance(speedup, (int, float)):
-        speedup = measure(torch.float32) / measure(torch.bfloat16)
-        remember(key, speedup)
-    return torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else torch.float32
+        dtype = torch.bfloat16 if native else torch.float32
+        reason = "the GPU computes bfloat16 natively" if native else "the GPU has no native bfloat16"
+    elif device.type != "cpu" or measure is None:
+        reason = f"no measurement for {device.type}"
+    elif cpu_computes_bf16():
+        speedup, source = measured_speedup(f"{machine_key(device)}; {what}", measure, remeasure)
+        dtype = torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else torch.float32
+        reason = (f"bfloat16 ran {speedup:.2f}x as fast as float32 for this model here, and needs "
+                  f"{BF16_MIN_SPEEDUP}x ({source})")
+    if say is not None:
+        say(f"precision: {str(dtype).removeprefix('torch.')}, chosen by \"auto\": {reason}. Set the dtype to "
+            "float32 or bfloat16 to choose, or pass --remeasure to measure again")
+    return dtype
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
     """Measured FLOP/s of a large matrix product in dtype on device (remembered per machine)."""
     key = f"{machine_key(device)}; matmul peak {str(dtype).removeprefix('torch.')}"
-    peak = remembered(key)
-    if isinstance(peak, (int, float)):
+    peak = read_cache().get(key)
+    if positive(peak):
         return float(peak)
     n = 2048 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # A generator of its own: drawing from torch's global one would change a training's dropout
+    # masks depending on whether this was measured in the same process or read from the cache.
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     peak = 2 * n**3 / best_seconds(lambda: a @ b, device, repeats=3)
     remember(key, peak)
     return peak

@@ -1,20 +1,35 @@
-"""Writing files and folders so that a crash, a Ctrl-C or a power cut never leaves a half-written one.
+"""Writing files and folders so that a crash, a Ctrl-C or a power cut never leaves a half-written
+one, and so that nothing the program did not write is ever deleted or replaced.
 
 Design choices:
-- Everything is written under a temporary name first (`NAME.tmp`), flushed to the disk with
-  fsync, and only then renamed onto its real name. A rename within one folder is atomic: a reader
-  sees the old version or the new one, never a mix.
+- Everything is written under a temporary name first, flushed to the disk with fsync, and only
+  then renamed onto its real name. A rename within one folder is atomic: a reader sees the old
+  version or the new one, never a mix.
+- Temporary names cannot collide with a user's file or another process's: they are made by
+  `tempfile` in the same folder and carry the process id, `.NAME.PID.RANDOM.mt-tmp`. A fixed name
+  such as `NAME.tmp` could be a file the user keeps there, and two processes would share it.
 - fsync before the rename matters for power cuts: without it the operating system may write the
   rename to disk before the file's contents, leaving a correctly named but empty file. The folder
   holding the renamed entry is fsynced too, so the rename itself reaches the disk.
-- If writing fails (a full disk, Ctrl-C), the temporary file or folder is removed and the error
-  goes on up: the previous version is still in place.
+- Replacing a folder takes two renames: the current one moves aside to `.NAME.PID.RANDOM.mt-old`,
+  then the new one takes its name. A crash between them leaves the previous folder complete under
+  that name, where `previous_copies` finds it (checkpoint loading falls back on it).
+- Only names of that shape are ever cleaned up: a leftover temporary of a process that is no
+  longer running, or an old copy once its replacement is in place. If writing fails (a full
+  disk, Ctrl-C), the temporary is removed and the error goes on up: the previous version stays.
 """
 
 import os
+import re
+import secrets
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+TEMPORARY, PREVIOUS = "mt-tmp", "mt-old"
+# .NAME.PID.RANDOM.mt-tmp or .mt-old: the only names this module ever deletes.
+OWN_NAME = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?P<kind>{TEMPORARY}|{PREVIOUS})$")
 
 
 def fsync_path(path: Path) -> None:
@@ -39,7 +54,7 @@ def fsync_tree(folder: Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Delete a file or folder if it is there; never raise (used while cleaning up after an error)."""
+    """Delete a file or folder of ours if it is there; never raise (used while cleaning up)."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -49,9 +64,52 @@ def remove(path: Path) -> None:
         pass
 
 
+def own_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 checks that the process exists without touching it
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def own_leftovers(folder: Path, kind: str, name: str | None = None) -> Iterator[Path]:
+    """Entries of folder named by this module (of kind TEMPORARY or PREVIOUS, for `name` if given)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        match = OWN_NAME.match(path.name)
+        if match and match["kind"] == kind and name in (None, match["name"]):
+            yield path
+
+
+def clean_leftovers(folder: Path) -> None:
+    """Delete temporaries left in folder by processes that are no longer running (a crash, a kill)."""
+    for path in own_leftovers(folder, TEMPORARY):
+        pid = int(OWN_NAME.match(path.name)["pid"])
+        if pid != os.getpid() and not process_alive(pid):
+            remove(path)
+
+
+def previous_copies(path: Path) -> list[Path]:
+    """Folders that a crash between the two renames of a replacement left for path, newest first."""
+    return sorted(own_leftovers(path.parent, PREVIOUS, path.name), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temp_path), fsync it, then rename it onto path."""
-    temp = path.with_name(path.name + ".tmp")
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}")
+    os.close(descriptor)
+    temp = Path(name)
     try:
         write(temp)
         fsync_path(temp)
@@ -62,24 +120,28 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     fsync_path(path.parent)
 
 
-def write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp_folder) to fill a new folder, then swap it in for the folder at path.
+def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: bool = True) -> None:
+    """Call write(temp_folder) to fill a new folder, then put it in place at path.
 
-    Two renames swap a folder: path -> path.old, then temp -> path. A crash between them leaves
-    the previous folder complete under `path.old`, which readers of checkpoints fall back to.
+    replace: swap out a folder already at path (two renames; see the module's docstring). Without
+    it, path must be absent or an empty folder: nothing that is there is ever replaced.
     """
-    temp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-    remove(temp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}"))
+    old = None
     try:
-        temp.mkdir(parents=True)
         write(temp)
         fsync_tree(temp)
-        if path.exists():
-            remove(old)
+        if path.is_dir() and not replace:
+            path.rmdir()  # raises OSError if anything is in it (callers check before writing)
+        elif path.exists():
+            old = path.with_name(f"{own_prefix(path)}{secrets.token_hex(4)}.{PREVIOUS}")
             os.replace(path, old)
         os.replace(temp, path)
     except BaseException:
         remove(temp)
         raise
     fsync_path(path.parent)
-    remove(old)
+    for stale in [old, *previous_copies(path)]:  # the replaced folder, and any a crash left before
+        if stale is not None:
+            remove(stale)

@@ -15,7 +15,8 @@ Design choices:
   sha256, the tokenizer, the split and each file's token count. A later run reuses them only if
   all of these match (the files' sizes included); otherwise they are rebuilt. The folder is built
   under a temporary name and swapped in whole, so an interrupted preparation leaves the previous
-  folder as it was, never new bins beside an old meta.json.
+  folder as it was, never new bins beside an old meta.json. A data folder holding anything else
+  (a user's corpus or notes) is refused, never replaced.
 - A batch is B random windows of block_size + 1 tokens: inputs are the first block_size tokens,
   targets the same window shifted by one. Positions come from a `torch.Generator`, whose state a
   checkpoint saves, so a resumed run draws the same batches as an uninterrupted one. Under
@@ -52,12 +53,44 @@ class Dataset:
     tokenizer: CharTokenizer | TiktokenTokenizer
 
 
-def bins_match(data_dir: Path, meta: dict) -> bool:
-    """True when train.bin and val.bin hold exactly the number of tokens meta.json records."""
+DATA_FILES = ("meta.json", "train.bin", "val.bin")  # all that a data folder of ours holds
+
+
+def read_meta(data_dir: Path) -> dict | None:
+    """meta.json as written by prepare_data, or None if absent or not ours."""
+    try:
+        meta = json.loads((data_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and {"corpus_sha256", "tokenizer", "dtype"} <= meta.keys() else None
+
+
+def check_data_folder(data_dir: Path) -> None:
+    """Refuse a data folder that holds anything prepare_data did not write: it is replaced whole."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"{data_dir} is a file, where the run keeps its tokenised data; move it away, or choose another --out")
+    if not data_dir.is_dir():
+        return
+    names = sorted(path.name for path in data_dir.iterdir())
+    foreign = [name for name in names if name not in DATA_FILES]
+    if not foreign and names and read_meta(data_dir) is None:
+        foreign = [name for name in names if name != "meta.json"] or names  # bins or a meta.json not ours
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"{data_dir} holds files minitransformer did not write ({shown}); the run keeps its "
+                        "tokenised data in that folder and replaces it whole: move them elsewhere, or choose another --out")
+
+
+def bins_match(data_dir: Path, meta: dict, vocab_size: int) -> bool:
+    """True when train.bin and val.bin hold exactly the number of tokens meta.json records, and
+    every token id is below vocab_size (a damaged file would otherwise index past the embedding)."""
     itemsize = np.dtype(meta["dtype"]).itemsize
     for name in ("train", "val"):
         path = data_dir / f"{name}.bin"
         if not path.is_file() or path.stat().st_size != meta.get(f"{name}_tokens", -1) * itemsize:
+            return False
+        tokens = np.memmap(path, dtype=meta["dtype"], mode="r")
+        if len(tokens) and int(tokens.max()) >= vocab_size:
             return False
     return True
 
@@ -166,6 +199,7 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
     """
     if split not in SPLITS:
         raise UserError(f"data.split = {split!r} is not allowed; choose one of {list(SPLITS)}")
+    check_data_folder(data_dir)
     files = corpus_files(corpus)
     size = sum(path.stat().st_size for path in files)  # bytes, the bars' total
     with progress_bar("reading corpus", size, progress) as bar:
@@ -179,14 +213,10 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         "split": split,
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
     }
-    meta_path = data_dir / "meta.json"
-    try:
-        cached = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    except (OSError, ValueError):
-        cached = None
-    reusable = isinstance(cached, dict) and {key: cached.get(key, "characters" if key == "split" else None)
-                                              for key in meta} == meta
-    if reusable and not bins_match(data_dir, cached):
+    cached = read_meta(data_dir)
+    reusable = cached is not None and {key: cached.get(key, "characters" if key == "split" else None)
+                                       for key in meta} == meta
+    if reusable and not bins_match(data_dir, cached, tokenizer.vocab_size):
         say(f"note: the tokenised data in {data_dir} does not match its meta.json; preparing it again")
         reusable = False
     if reusable:

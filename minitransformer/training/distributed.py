@@ -75,7 +75,9 @@ class Ranks:
         shared = [failure]
         dist.broadcast_object_list(shared, src=0)
         if shared[0] is not None:
-            raise UserError(shared[0])
+            error = UserError(shared[0])
+            error.everywhere = True
+            raise error
         return result if self.main else work()
 
     def lost_peer(self, error: BaseException) -> bool:

@@ -19,7 +19,9 @@ Design choices:
 """
 
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -39,12 +41,15 @@ from ..generate import generate
 from .memory import flops_per_token
 from ..model import GPT
 from .optim import lr_at, set_learning_rate
-from .run_folder import RunLock, append_metrics, clean_temporary, make_run_folder
+from ..machine.files import clean_leftovers
+from .run_folder import RunLock, append_metrics, make_run_folder
 from .setup import Run, restore_run, start_run
 
 
 class Diverged(UserError):
-    """The loss or the gradients stopped being finite numbers."""
+    """The loss or the gradients stopped being finite numbers (on every rank alike: the loss is averaged)."""
+
+    everywhere = True
 
 
 def diverged(step: int, what: str, value: float, train: TrainConfig, saved_step: int | None) -> Diverged:
@@ -60,8 +65,15 @@ def diverged(step: int, what: str, value: float, train: TrainConfig, saved_step:
     )
 
 
+def check_folder(run: Run) -> None:
+    """Stop (UserError) if the run folder or its lock vanished: never write into another run's folder."""
+    if run.lock is not None:
+        run.lock.check_held()
+
+
 def save_run(run: Run, name: str) -> None:
     """Write the run's checkpoint `name` (last or best) into its folder."""
+    check_folder(run)
     rng = {"batches": run.batch_generator.get_state(), "torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
@@ -118,6 +130,7 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
             rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
             peak = matmul_peak(run.dtype, run.device) * run.ranks.world
             row.update(tokens_per_s=round(rate, 1), mfu=round(rate * flops_per_token(run.model.config) / peak, 4))
+        check_folder(run)
         append_metrics(run.out_dir / "metrics.jsonl", row)
         run.logged = (state.step, state.elapsed_s)
         if new_best:
@@ -135,8 +148,10 @@ def tokens_per_step(run: Run) -> int:
 def train_step(run: Run, saved_step: int | None) -> float:
     """One optimizer step: learning rate, grad_accum micro-batches, clipping, update. Returns the loss."""
     cfg, state, model = run.config.train, run.state, run.model
-    if state.step == cfg.warmup_steps and state.schedule.decay_start is None:
-        state.schedule.decay_start = state.now(state.schedule.unit)  # warm-up ends: the cosine starts here
+    # Warm-up ends: the cosine starts here. ">=", not "==": a run resumed with a shorter warm-up
+    # than the step it stands at is past its warm-up at once.
+    if state.step >= cfg.warmup_steps and state.schedule.decay_start is None:
+        state.schedule.decay_start = state.now(state.schedule.unit)
     set_learning_rate(run.optimizers, lr_at(state.step, state.now(state.schedule.unit), state.schedule, cfg))
     total = 0.0
     for micro in range(cfg.grad_accum):
@@ -192,6 +207,29 @@ class StopRequest:
             signal.signal(number, previous)
 
 
+class Printer:
+    """Prints a line with `write` (print, or the progress bar's write, which keeps the bar below).
+
+    When the reader of stdout goes away (`minitransformer train | head -1`), printing raises
+    BrokenPipeError: the printer then falls silent and raises `closed`, which the loop treats as
+    it treats Ctrl-C (it saves last/), and the run ends with one line on stderr saying so.
+    """
+
+    def __init__(self, write):
+        self.write = write
+        self.closed = False
+
+    def __call__(self, message: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.write(message)
+        except BrokenPipeError:
+            self.closed = True
+            # Point stdout at nothing, so that no later print or flush fails again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def describe(run: Run) -> str:
     m = run.model.config
     return (f"model: {run.model.num_parameters():,} parameters, {m.n_layer} layers, {m.n_embd} wide, "
@@ -201,12 +239,13 @@ def describe(run: Run) -> str:
 
 
 def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
-          init_from: str | None = None) -> dict:
+          init_from: str | None = None, remeasure: bool = False) -> dict:
     """Train as `config` says; returns the step reached, the last evaluation's losses, and why it stopped.
 
     pause_after: stop after this many steps in this call (saving `last/`), to be continued later
     with resume=True; the schedule is unaffected. init_from: a checkpoint, run or Hugging Face
-    GPT-2 folder whose model a new run starts from (fine-tuning).
+    GPT-2 folder whose model a new run starts from (fine-tuning). remeasure: measure the precision
+    that train.dtype = "auto" picks again, instead of taking the remembered verdict.
     """
     cfg = config.train
     if pause_after is not None and pause_after < 1:
@@ -222,22 +261,23 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         torch.backends.cudnn.allow_tf32 = True
     finished = False
     quiet = quiet or not ranks.main  # under torchrun, rank 0 alone speaks
-    say = (lambda message: None) if quiet else print
+    say = Printer((lambda message: None) if quiet else print)
     try:
         if ranks.main:
             make_run_folder(out_dir)
-        with RunLock(out_dir, say) if ranks.main else nullcontext():
+        with RunLock(out_dir, say) if ranks.main else nullcontext() as lock:
             if ranks.main:
-                clean_temporary(out_dir)
+                clean_leftovers(out_dir)
             progress = False if quiet else None  # None: data bars only on a terminal
-            run = restore_run(config, out_dir, device, say, ranks, progress) if resume else \
-                start_run(config, out_dir, device, say, init_from, ranks, progress)
+            run = restore_run(config, out_dir, device, say, ranks, progress, remeasure) if resume else \
+                start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)
+            run.lock = lock
             say(describe(run))
             # disable=None: no bar when stderr is not a terminal (a log file, a pipe, a notebook).
             bar = tqdm(total=100, initial=round(100 * progress_of(run)), disable=True if quiet else None,
                        dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
             if not quiet:
-                run.say = bar.write
+                say.write = bar.write
             try:
                 result = loop(run, bar, resume, pause_after)
             except RuntimeError as error:
@@ -248,12 +288,15 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
             finally:
                 bar.close()
         state = run.state
+        if result["stopped_by"] == "output closed":
+            raise UserError(f"standard output was closed (the program reading it exited), so training stopped at "
+                            f"step {state.step}; saved {out_dir / 'last'}. Resume with: {resume_command(out_dir, ranks)}")
         if result["stopped_by"] is not None:
             verb = "interrupted" if result["stopped_by"] == "interrupt" else "paused"
             say(f"{verb} at step {state.step}; saved {out_dir / 'last'}. "
                 f"Resume with: {resume_command(out_dir, ranks)}")
         elif cfg.sample_tokens > 0 and not quiet:
-            print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed)
+            print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed, say)
         finished = True
         return result
     finally:
@@ -286,6 +329,9 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
                 losses = evaluate_and_save(run, saved_step)
                 saved_step = step
             interrupted = run.ranks.any(stop.requested)  # a Ctrl-C seen by any rank stops them all here
+            if run.say.closed:
+                stopped_by = "output closed"
+                break
             if interrupted or (pause_after is not None and step - start_step >= pause_after):
                 stopped_by = "interrupt" if interrupted else "pause"
                 break
@@ -294,6 +340,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             seconds = run.ranks.from_main(time.perf_counter() - started)  # rank 0's clock decides
             state.step = step + 1
             state.elapsed_s += seconds
+            check_folder(run)
             bar.set_postfix_str(f"step {state.step}, loss {loss:.3f}, lr {run.optimizers[-1].param_groups[0]['lr']:.2e}, "
                                 f"{tokens_per_step(run) / seconds / 1000:.1f}k tok/s", refresh=False)
             bar.update(round(100 * progress_of(run)) - bar.n)
@@ -304,7 +351,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by}
 
 
-def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int) -> None:
+def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int, say=print) -> None:
     """Print a short sample from the model, starting from a newline, or from the corpus's first
     token when the vocabulary has no newline."""
     try:
@@ -314,4 +361,4 @@ def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.devi
     start = torch.tensor([first or [int(np.asarray(dataset.train[0]))]], device=device)  # (1, 1)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = generate(model, start, n_tokens, temperature=0.8, top_k=None, generator=generator)
-    print("sample:\n" + dataset.tokenizer.decode(out[0].tolist()))
+    say("sample:\n" + dataset.tokenizer.decode(out[0].tolist()))

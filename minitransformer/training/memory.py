@@ -118,3 +118,16 @@ def check_memory(config: ModelConfig, train: TrainConfig, device: torch.device) 
         f"for batch {train.batch_size} x context {config.block_size}: {estimate.activation_bytes / GIB:,.1f} GiB), "
         f"but {device.type} has {available / GIB:,.1f} GiB free; {knob}"
     )
+
+
+def check_generation_memory(config: ModelConfig, rows: int, device: torch.device) -> None:
+    """Raise UserError when generating `rows` sequences at once (generate_batch) would need more
+    memory than device has free: per row the key/value cache (2 L T C), a full window's attention
+    scores when the cache is built (H T T), its activations (about 8 T C) and the logits (V)."""
+    T, C = config.block_size, config.n_embd
+    per_row = (2 * config.n_layer * T * C + config.n_head * T * T + 8 * T * C + config.vocab_size) * BYTES
+    available = available_memory(device)
+    if available is not None and rows * per_row > available:
+        raise UserError(f"generating {rows:,} sequences at once needs about {rows * per_row / GIB:,.1f} GiB, but "
+                        f"{device.type} has {available / GIB:,.1f} GiB free; ask for fewer (--num-samples, or fewer "
+                        f"prompts), at most {max(available // per_row, 1):,}")

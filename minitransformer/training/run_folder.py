@@ -4,14 +4,15 @@ A run folder holds `last/` and `best/` (checkpoints), `metrics.jsonl` (one JSON 
 evaluation), `data/` (the tokenised corpus) and, while a training runs, `run.lock`.
 
 Design choices:
-- Any trace of a run (a checkpoint, one left as `.old` by a crash between two renames, or
+- Any trace of a run (a checkpoint, one left aside by a crash between two renames, or
   metrics) means "this folder holds a run": a fresh training refuses it, so a trained model is
   never replaced by a new one by mistake.
 - `RunLock` holds an exclusive lock on `run.lock` for the life of a training, with the pid
   written inside for the message a second training gets. The operating system drops the lock when
   the process dies, however it dies, so a lock file left behind by a crash is stale: the next
   training takes it over and says so.
-- Leftover `*.tmp` files and folders (a write that a crash cut short) are deleted at start.
+- Leftover temporaries of a crashed process (machine/files.py names them so that they can never
+  be a user's file) are deleted at start; nothing else in the folder is touched.
 - A damaged metrics row (a crash while appending) is dropped with a warning when a run resumes.
 """
 
@@ -20,14 +21,15 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..machine.files import remove, write_atomically
+from ..machine.files import previous_copies, process_alive, remove, write_atomically
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; fall back on the pid check alone
     fcntl = None
 
-RUN_TRACES = ("last", "best", "last.old", "best.old", "metrics.jsonl")
+CHECKPOINTS = ("last", "best")
+RUN_TRACES = (*CHECKPOINTS, "metrics.jsonl")
 LOCK_FILE = "run.lock"
 
 
@@ -44,6 +46,7 @@ def make_run_folder(out_dir: Path) -> None:
 def check_no_run(out_dir: Path) -> None:
     """Refuse a fresh training in a folder that already holds (a trace of) a run."""
     found = [name for name in RUN_TRACES if (out_dir / name).exists()]
+    found += [path.name for name in CHECKPOINTS for path in previous_copies(out_dir / name)]
     if found:
         raise UserError(
             f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, "
@@ -53,37 +56,18 @@ def check_no_run(out_dir: Path) -> None:
 
 def check_has_run(out_dir: Path) -> None:
     """Refuse --resume for a folder without a last checkpoint, saying what to do instead."""
-    if not any((out_dir / name).is_dir() for name in ("last", "last.old")):
+    if not (out_dir / "last").is_dir() and not previous_copies(out_dir / "last"):
         hint = f"; to fine-tune the model in it, start a new run with --init-from {out_dir}" if \
             (out_dir / "config.json").is_file() else ""
         raise UserError(f"{out_dir} holds no run to resume (no last/ checkpoint); train without --resume{hint}")
 
 
-def clean_temporary(out_dir: Path) -> None:
-    """Delete the `*.tmp` files and folders an interrupted write left in out_dir or out_dir/data."""
-    for folder in (out_dir, out_dir / "data"):
-        if folder.is_dir():
-            for path in folder.glob("*.tmp"):
-                remove(path)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 checks that the process exists without touching it
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
 class RunLock:
     """Exclusive ownership of a run folder while a training writes to it.
 
-    with RunLock(out_dir, say=print):
+    with RunLock(out_dir, say=print) as lock:
         ...  # train; a second RunLock on out_dir raises UserError naming this process
+        lock.check_held()  # before writing: raises UserError if the folder or its lock is gone
     """
 
     def __init__(self, out_dir: Path, say=print):
@@ -98,7 +82,12 @@ class RunLock:
             except OSError as error:
                 raise UserError(f"cannot write in the run folder {self.path.parent} ({error.strerror}); "
                                 "choose another --out or fix its permissions")
-            previous = self.read_pid(descriptor)
+            text = self.read_text(descriptor)
+            if text.strip() and not text.strip().isdigit():
+                os.close(descriptor)
+                raise UserError(f"{self.path} is not a lock minitransformer wrote (it holds other text); "
+                                "move that file away, or choose another --out")
+            previous = int(text) if text.strip() else None
             if not self.try_lock(descriptor, previous):
                 os.close(descriptor)
                 raise UserError(
@@ -107,11 +96,7 @@ class RunLock:
                 )
             # The holder before us may have deleted the file between our open and our lock: then
             # we locked a file nobody else sees, and must start again on the new one.
-            try:
-                same_file = os.fstat(descriptor).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same_file = False
-            if not same_file:
+            if not self.same_file(descriptor):
                 os.close(descriptor)
                 continue
             if previous is not None and previous != os.getpid():
@@ -121,12 +106,27 @@ class RunLock:
             self.descriptor = descriptor
         return self
 
-    @staticmethod
-    def read_pid(descriptor: int) -> int | None:
+    def same_file(self, descriptor: int) -> bool:
+        """True while path names the file we hold open (not deleted, not replaced by another)."""
         try:
-            return int(os.pread(descriptor, 32, 0).decode().strip())
-        except (ValueError, OSError):
-            return None
+            ours, named = os.fstat(descriptor), os.stat(self.path)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
+
+    def check_held(self) -> None:
+        """Raise UserError when the run folder or its lock was deleted or replaced under us: then
+        another training may own the path now, and writing on would mix two runs."""
+        if self.descriptor is not None and not self.same_file(self.descriptor):
+            raise UserError(f"{self.path.parent} (or its run.lock) was removed or replaced while this training "
+                            "ran; stopping without writing anything more there. Train again with --out DIR")
+
+    @staticmethod
+    def read_text(descriptor: int) -> str:
+        try:
+            return os.pread(descriptor, 64, 0).decode()
+        except (OSError, UnicodeDecodeError):
+            return "?"  # unreadable: not a lock of ours
 
     @staticmethod
     def try_lock(descriptor: int, previous: int | None) -> bool:
@@ -139,7 +139,8 @@ class RunLock:
         return True
 
     def __exit__(self, *exc) -> None:
-        remove(self.path)  # before unlocking, so no one can lock a file that is about to go
+        if self.same_file(self.descriptor):  # never delete a lock that is now another training's
+            remove(self.path)  # before unlocking, so no one can lock a file that is about to go
         os.close(self.descriptor)  # closing drops the lock
         self.descriptor = None
 

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..formats.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, weights_of
+from ..formats.checkpoint import (damaged, find_checkpoint, load_checkpoint, load_weights, model_from_checkpoint,
+                                  read_config, weights_of)
 from ..config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
 from ..machine.device import autocast, best_seconds, choose_dtype
@@ -35,7 +36,7 @@ from ..formats.load import load_model
 from .memory import check_memory
 from ..model import GPT
 from .optim import Schedule, check_same_optimizer, load_optimizer_state, make_optimizers, resumed_schedule
-from .run_folder import check_has_run, check_no_run, keep_metrics_until
+from .run_folder import RunLock, check_has_run, check_no_run, keep_metrics_until
 
 @dataclass
 class RunState:
@@ -68,6 +69,7 @@ class Run:
     ranks: Ranks = field(default_factory=Ranks)  # this process among torchrun's (rank 0 of 1 without)
     trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
     logged: tuple[int, float] = (0, 0.0)  # (step, elapsed_s) at the last metrics row, for tokens/s
+    lock: RunLock | None = None  # the run folder's lock (rank 0 only), checked before every write
 
     def __post_init__(self):
         if self.trainer is None:
@@ -146,7 +148,7 @@ def run_data(config: RunConfig, out_dir: Path, say, tokenizer, ranks: Ranks, pro
 
 
 def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_from: str | None = None,
-              ranks: Ranks = Ranks(), progress: bool | None = None) -> Run:
+              ranks: Ranks = Ranks(), progress: bool | None = None, remeasure: bool = False) -> Run:
     """A new run: fresh weights (or a pretrained model's, with init_from), optimizers and generators."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
@@ -158,24 +160,43 @@ def start_run(config: RunConfig, out_dir: Path, device: torch.device, say, init_
     check_memory(model_config, cfg, device)
     if model is None:
         model = GPT(model_config).to(device)
-    if ranks.main:
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return Run(config, out_dir, device, training_dtype(cfg, device, model, dataset, ranks), dataset, model,
+    return Run(config, out_dir, device, training_dtype(cfg, device, model, dataset, ranks, say, remeasure), dataset, model,
                make_optimizers(model, cfg), torch.Generator().manual_seed(cfg.seed),
                RunState(Schedule.for_config(cfg)), say, ranks)
 
 
 def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ranks: Ranks = Ranks(),
-                progress: bool | None = None) -> Run:
-    """The run in out_dir, continued from `last/` under config (which may extend it)."""
+                progress: bool | None = None, remeasure: bool = False) -> Run:
+    """The run in out_dir, continued from `last/` under config (which may extend it).
+
+    Everything is read and checked before any file changes: the memory check comes before the
+    checkpoint is loaded (so it is not counted twice), and metrics.jsonl is trimmed to the saved
+    step only once the whole training state has been restored.
+    """
     cfg = config.train
     check_has_run(out_dir)
-    checkpoint = load_checkpoint(out_dir / "last", device, with_state=True)
+    path = find_checkpoint(out_dir / "last")
+    saved_model = read_model_config(path)
+    check_memory(saved_model, cfg, device)
+    checkpoint = load_checkpoint(path, device, with_state=True)
     saved = checkpoint.train_state
     if saved is None:
         raise UserError(f"{checkpoint.path} holds no training state (an imported model); "
                         f"to train it, start a new run with --init-from {checkpoint.path}")
-    check_same_optimizer(saved.get("optimizer", checkpoint.run_config["train"]["optimizer"]), cfg.optimizer)
+    try:
+        check_same_optimizer(saved.get("optimizer", checkpoint.run_config["train"]["optimizer"]), cfg.optimizer)
+        model = model_from_checkpoint(checkpoint, device)
+        optimizers = make_optimizers(model, cfg)
+        restore_optimizers(optimizers, saved["optimizers"])
+        state = restore_state(saved, cfg, checkpoint.run_config)
+        batch_generator = restore_generators(saved["rng"], device)
+        dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved and not remeasure else None
+        if dtype not in (None, torch.float32, torch.bfloat16):
+            raise ValueError(f"unknown dtype {saved['dtype']!r}")
+    except UserError:
+        raise
+    except Exception as error:  # a state.pt that is not this run's: missing entries, other shapes
+        raise damaged(checkpoint.path, error)
     dataset = run_data(config, out_dir, say, None, ranks, progress)
     model_config = model_config_for(config, dataset)
     if checkpoint.model_config != model_config:
@@ -183,35 +204,69 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
             f"the run in {out_dir} has a different model ({checkpoint.model_config}); resume with "
             "the config it was started with"
         )
-    check_memory(model_config, cfg, device)
-    model = model_from_checkpoint(checkpoint, device)
-    optimizers = make_optimizers(model, cfg)
-    for optimizer, optimizer_state in zip(optimizers, saved["optimizers"]):
-        load_optimizer_state(optimizer, optimizer_state)
-    batch_generator = torch.Generator()
-    batch_generator.set_state(saved["rng"]["batches"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if device.type == "cuda" and "cuda" in saved["rng"]:
-        torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
-    if "schedule" in saved:
-        old = Schedule(**saved["schedule"])
-    else:  # checkpoints of version 0.1 saved no schedule; their cosine started at step 0
-        old = Schedule.for_config(TrainConfig(**checkpoint.run_config["train"]))
-        old.decay_start = 0.0
-    state = RunState(old, saved["step"], saved["elapsed_s"], saved["best_val_loss"])
-    state.schedule = resumed_schedule(old, state.step, state.now(old.unit), state.now(Schedule.for_config(cfg).unit), cfg)
     if state.step >= cfg.max_steps or state.now(state.schedule.unit) >= state.schedule.end:
         raise UserError(
             f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s of training); "
             "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
         )
+    # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
+    if dtype is not None:
+        say(f"precision: {str(dtype).removeprefix('torch.')}, kept from the run being resumed (so that it "
+            "continues exactly); pass --remeasure to measure again")
+    dtype = dtype or training_dtype(cfg, device, model, dataset, ranks, say, remeasure)
     if ranks.main:
         keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
-    # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
-    dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved else \
-        training_dtype(cfg, device, model, dataset, ranks)
     return Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
                logged=(state.step, state.elapsed_s))
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    """The model config a checkpoint folder records, read without loading any tensors."""
+    try:
+        return read_config(path)[0]
+    except Exception as error:
+        raise damaged(path, error)
+
+
+def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict]) -> None:
+    """Load each optimizer's saved state, checking that every moment has its parameter's shape
+    (Optimizer.load_state_dict checks only the counts, and a mismatch would fail mid-step)."""
+    if not isinstance(saved, list) or len(saved) != len(optimizers):
+        raise ValueError(f"state.pt holds {len(saved) if isinstance(saved, list) else 'no list of'} optimizer "
+                         f"states; this run has {len(optimizers)}")
+    for optimizer, optimizer_state in zip(optimizers, saved):
+        load_optimizer_state(optimizer, optimizer_state)
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in optimizer.state.get(param, {}).items():
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                        raise ValueError(f"an optimizer's {name} is {tuple(value.shape)}, its parameter "
+                                         f"{tuple(param.shape)}")
+
+
+def restore_state(saved: dict, cfg: TrainConfig, run_config: dict) -> RunState:
+    """The RunState a checkpoint saved, with its schedule fitted to the config it resumes under."""
+    step, elapsed, best = saved["step"], float(saved["elapsed_s"]), float(saved["best_val_loss"])
+    if not isinstance(step, int) or step < 0 or not math.isfinite(elapsed) or elapsed < 0:
+        raise ValueError(f"step {step!r} and elapsed_s {elapsed!r} are not a run's")
+    if "schedule" in saved:
+        old = Schedule(**saved["schedule"])
+    else:  # checkpoints of version 0.1 saved no schedule; their cosine started at step 0
+        old = Schedule.for_config(TrainConfig(**run_config["train"]))
+        old.decay_start = 0.0
+    state = RunState(old, step, elapsed, best)
+    state.schedule = resumed_schedule(old, step, state.now(old.unit), state.now(Schedule.for_config(cfg).unit), cfg)
+    return state
+
+
+def restore_generators(rng: dict, device: torch.device) -> torch.Generator:
+    """Set torch's random state as saved; returns the batch sampler's generator, restored."""
+    batch_generator = torch.Generator()
+    batch_generator.set_state(rng["batches"])
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return batch_generator
 
 
 # Sequences in the batch that measures a training step's speed: enough to be representative,
@@ -237,14 +292,16 @@ def time_training_step(model: GPT, dataset: Dataset, device: torch.device, dtype
     return best
 
 
-def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: Dataset, ranks: Ranks) -> torch.dtype:
-    """train.dtype, with "auto" decided by measuring this model's step (device.choose_dtype).
-    Under torchrun rank 0 measures and every rank takes its answer."""
+def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: Dataset, ranks: Ranks,
+                   say=None, remeasure: bool = False) -> torch.dtype:
+    """train.dtype, with "auto" decided by measuring this model's step (device.choose_dtype), the
+    choice and its reason said. Under torchrun rank 0 measures and every rank takes its answer."""
     m = model.config
     what = (f"training {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
             f"vocab {m.vocab_size}, {m.position}, {m.attention}")
     bf16 = 0.0
     if ranks.main:
-        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt))
+        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt),
+                             say, remeasure)
         bf16 = float(dtype == torch.bfloat16)
     return torch.bfloat16 if ranks.from_main(bf16) else torch.float32
