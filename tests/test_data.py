@@ -138,6 +138,72 @@ def test_safe_cuts_do_not_change_bpe_tokens():
     assert [t for piece in pieces for t in tokenizer.encode(piece)] == tokenizer.encode(text)
 
 
+HARD_TEXTS = {
+    "lines end in punctuation": "Hello, world. Is it 12:30? Yes!\n'Tis so; \"quoted.\"\n\n" * 300,
+    "one huge line": "words, numbers 123 and more words; " * 800,
+    "no spaces at all": "日本語のテキスト、東京都。漢字かな交じり文！" * 400,
+    "whitespace runs": "a  \t b\n\n\n   c   \r\n\td .  ,  \n" * 500,
+}
+
+
+@pytest.mark.parametrize("name", HARD_TEXTS)
+def test_bpe_texts_are_cut_into_pieces_without_changing_a_token(name):
+    """The corpus is tokenised in pieces (on every core, in bounded memory): wherever the text is
+    cut, the tokens must equal those of the whole text, and texts without newlines must be cut too."""
+    from minitransformer.training.corpus import split_pieces
+    from minitransformer.tokenizer import tiktoken_tokenizer
+
+    tokenizer = tiktoken_tokenizer("gpt2")
+    text = HARD_TEXTS[name] + MIXED
+    pieces = split_pieces(text, 500)
+    assert "".join(pieces) == text and len(pieces) > len(text) // 1000
+    assert [t for piece in pieces for t in tokenizer.encode(piece)] == tokenizer.encode(text)
+
+
+# cl100k's and o200k's split patterns, as tiktoken defines them: they need the network to load with
+# their own ranks, but the cuts depend on the pattern alone, so GPT-2's ranks stand in.
+CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""", r"""\s+"""])
+FUZZ_ALPHABET = [*"abcXYZ019'’.,;:!?-\"()/  \t\n\r", "日", "本", "。", "、", "é", "e\u0301", "🙂", "²", "½", "\u00a0",
+                 "\u3000", "_", "\x1c", "\u2028", "'s", "'ll", "Ab"]
+
+
+@pytest.mark.parametrize("encoding", ["gpt2", "cl100k_base", "o200k_base"])
+def test_safe_cuts_hold_for_each_split_pattern_on_random_text(encoding):
+    """Random text from an alphabet of the awkward cases (contractions, marks, CJK, odd spaces,
+    newlines after punctuation), cut into pieces of 5 to 40 characters: tokens equal the whole's."""
+    import random
+
+    import tiktoken
+
+    from minitransformer.training.corpus import cut_pattern, split_pieces
+    from minitransformer.tokenizer import GPT2_PATTERN, gpt2_encoding
+
+    pattern = {"gpt2": GPT2_PATTERN, "cl100k_base": CL100K_PATTERN, "o200k_base": O200K_PATTERN}[encoding]
+    bpe = tiktoken.Encoding(encoding, pat_str=pattern, mergeable_ranks=gpt2_encoding()._mergeable_ranks,
+                            special_tokens={})
+    rng = random.Random(0)
+    for _ in range(400):
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(50, 300)))
+        pieces = split_pieces(text, rng.randint(5, 40), cut_pattern(encoding))
+        assert "".join(pieces) == text
+        assert [t for piece in pieces for t in bpe.encode_ordinary(piece)] == bpe.encode_ordinary(text), text
+
+
+@pytest.mark.parametrize("name", HARD_TEXTS)
+def test_streaming_preparation_of_hard_texts_equals_tokenising_at_once(tmp_path, small_pieces, name):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(HARD_TEXTS[name], encoding="utf-8")
+    text = read_corpus(str(corpus))
+    data = prepare_data(str(corpus), "gpt2", 0.1, tmp_path / "data")
+    split = int(len(text) * 0.9)
+    assert data.train.tolist() == data.tokenizer.encode(text[:split])
+    assert data.val.tolist() == data.tokenizer.encode(text[split:])
+
+
 def test_split_by_files_holds_out_whole_files(tmp_path):
     folder = tmp_path / "books"
     folder.mkdir()

@@ -42,6 +42,41 @@ def test_a_fresh_training_refuses_any_trace_of_a_run(tiny_run, tmp_path, capsys,
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
+def test_a_second_training_into_a_locked_folder_is_refused_with_the_pid(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from minitransformer.training.run_folder import RunLock\n"
+         "with RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rows_before = (run / "metrics.jsonl").read_text()
+        assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+        assert f"pid {holder.pid}" in error_line(capsys)
+        assert (run / "metrics.jsonl").read_text() == rows_before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over_and_said(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run / "run.lock").write_text(f"{gone.pid}\n")
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=45"]) == 0
+    assert f"left by pid {gone.pid}" in capsys.readouterr().out
+    assert not (run / "run.lock").exists()
+
+
+def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
+    tmp_path.joinpath("run").mkdir()
+    with RunLock(tmp_path / "run"):
+        assert (tmp_path / "run" / "run.lock").read_text().strip() == str(os.getpid())
+    with RunLock(tmp_path / "run"):  # released, so it can be taken again
+        pass
+
+
 def test_leftovers_of_dead_processes_are_cleaned_and_nothing_else(tiny_run, tmp_path):
     """Temporaries bear the writing process's id; those of processes that no longer run go. Names
     a user might give their own files (`X.tmp`, `X.old`) are never touched."""
@@ -144,7 +179,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_run, tmp_pa
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
     assert "No space left on device" in error_line(capsys)
     assert (run / "last" / "model.safetensors").read_bytes() == before
-    assert not list(run.rglob("*.tmp")) and not (run / "run.lock").exists()
+    assert not list(run.rglob("*mt-tmp*")) and not (run / "run.lock").exists()
 
 
 def test_a_full_disk_while_preparing_data(tmp_path, capsys, monkeypatch):
@@ -154,7 +189,7 @@ def test_a_full_disk_while_preparing_data(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("minitransformer.training.data.write_splits", full)
     assert train_tiny(tmp_path / "run") == 2
     assert "could not write the tokenised data" in error_line(capsys)
-    assert not (tmp_path / "run" / "data").exists() and not list(tmp_path.rglob("*.tmp"))
+    assert not (tmp_path / "run" / "data").exists() and not list(tmp_path.rglob("*mt-tmp*"))
 
 
 def test_a_damaged_last_metrics_line_is_repaired_on_resume(tiny_run, tmp_path, capsys):
@@ -266,7 +301,7 @@ def test_ctrl_c_during_saving_keeps_the_previous_checkpoint(tiny_run, tmp_path, 
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 130
     assert "Traceback" not in capsys.readouterr().err
     assert (run / "last" / "state.pt").read_bytes() == before
-    assert not list(run.rglob("*.tmp")) and not (run / "run.lock").exists()
+    assert not list(run.rglob("*mt-tmp*")) and not (run / "run.lock").exists()
 
 
 def test_ctrl_c_during_the_first_evaluation_saves_and_exits_130(run_dir, capsys, monkeypatch):
@@ -299,7 +334,7 @@ def test_ctrl_c_at_start_up_in_a_real_process(tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert not list(out.rglob("*.tmp")) and not (out / "run.lock").exists()
+    assert not list(out.rglob("*mt-tmp*")) and not (out / "run.lock").exists()
 
 
 def test_break_in_attention_keeps_an_installed_tracer():
@@ -331,3 +366,70 @@ def test_break_in_attention_keeps_an_installed_tracer():
     finally:
         sys.settrace(None)
     assert "forward" in seen  # the other frames were still handed to the installed tracer
+
+
+# Every numeric key of [model], [data] and [train], with values that must be refused: out of range,
+# not finite (NaN passes `x <= 0`), or of the wrong type. A test below checks that none is missing.
+BAD_VALUES = {
+    "model.block_size": ["0", "-1", "1.5"], "model.n_layer": ["0", "-2"], "model.n_head": ["0", "3"],
+    "model.n_embd": ["0", "-32"], "model.dropout": ["-0.1", "1.0", "nan", "inf"],
+    "model.layer_norm_eps": ["0", "-1e-5", "nan", "inf"],
+    "data.val_fraction": ["0", "1", "-0.1", "nan", "inf"],
+    "train.seed": ["-1", "18446744073709551616", "1.5"], "train.batch_size": ["0", "-1"], "train.grad_accum": ["0"],
+    "train.max_steps": ["0", "-5"], "train.time_budget_s": ["-1", "nan", "inf"],
+    "train.learning_rate": ["0", "-1e-3", "nan", "inf"], "train.muon_learning_rate": ["0", "nan", "-inf"],
+    "train.min_lr_ratio": ["-0.1", "1.5", "nan"], "train.warmup_steps": ["-1", "2.5"],
+    "train.weight_decay": ["-0.1", "nan", "inf"], "train.beta1": ["1.0", "-0.1", "nan"], "train.beta2": ["1", "nan"],
+    "train.grad_clip": ["-1", "nan", "inf"], "train.eval_interval": ["0"], "train.eval_batches": ["0", "-1"],
+    "train.sample_tokens": ["-1"],
+}
+
+
+def test_the_bad_values_table_covers_every_numeric_config_key():
+    from dataclasses import fields
+
+    from minitransformer.config import DataConfig, ModelConfig, TrainConfig
+
+    numeric = {f"{section}.{field.name}" for section, config in (("model", ModelConfig), ("data", DataConfig),
+                                                                 ("train", TrainConfig))
+               for field in fields(config) if field.type in (int, float) and field.name != "vocab_size"}
+    assert numeric == BAD_VALUES.keys()
+
+
+@pytest.mark.parametrize("key, value", [(key, value) for key, values in BAD_VALUES.items() for value in values])
+def test_bad_config_values_are_one_line_naming_the_key_before_anything_is_written(tmp_path, capsys, key, value):
+    assert main(["train", "--config", TINY, "--out", str(tmp_path / "run"), "--set", f"{key}={value}"]) == 2
+    assert key in error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+BAD_FLAGS = [
+    ["sample", "--temperature", "nan"], ["sample", "--temperature", "-1"], ["sample", "--temperature", "inf"],
+    ["sample", "--top-k", "0"], ["sample", "--top-k", "-3"], ["sample", "--top-p", "0"], ["sample", "--top-p", "1.5"],
+    ["sample", "--top-p", "nan"], ["sample", "--top-p", "-0.5"], ["sample", "--max-new-tokens", "-1"],
+    ["sample", "--num-samples", "0"], ["sample", "--seed", "-1"], ["sample", "--seed", str(10**23)],
+    ["sample", "--num-samples", "100000000", "--prompt", "A", "--prompt", "B"],
+    ["train", "--pause-after", "0"], ["train", "--pause-after", "-2"],
+    ["bench", "--config", TINY, "--steps", "0"], ["bench", "--config", TINY, "--steps", "-1"],
+    ["inspect", "--prompt", "AB", "--layer", "99"], ["inspect", "--prompt", "AB", "--layer", "-1"],
+    ["inspect", "--prompt", "AB", "--head", "99"], ["inspect", "--prompt", "AB", "--break", "x"],
+    ["inspect", "--prompt", "AB", "--break", "99"], ["inspect", "--prompt", "AB", "--break", "0.99"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_FLAGS, ids=lambda args: " ".join(args[:1] + args[-2:]))
+def test_bad_command_line_values_are_one_line(tiny_run, tmp_path, capsys, args):
+    where = {"sample": ["--checkpoint", str(tiny_run)], "inspect": ["--checkpoint", str(tiny_run)],
+             "train": ["--config", TINY, "--out", str(tmp_path / "run")], "bench": []}[args[0]]
+    assert main([args[0], *where, *args[1:]]) == 2
+    error_line(capsys)
+
+
+def test_a_tiny_top_p_keeps_the_most_likely_token(tiny_run, capsys):
+    """1e-300 rounds to 0 in float32; the most likely token must still be kept (greedy)."""
+    assert main(["sample", "--checkpoint", str(tiny_run), "--prompt", "A", "--max-new-tokens", "20",
+                 "--top-p", "1e-300", "--dtype", "float32"]) == 0
+    nucleus = capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(tiny_run), "--prompt", "A", "--max-new-tokens", "20",
+                 "--temperature", "0", "--dtype", "float32"]) == 0
+    assert nucleus == capsys.readouterr().out

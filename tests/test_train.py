@@ -164,7 +164,7 @@ def test_interrupted_preparation_leaves_the_previous_data_whole(tmp_path, tiny_d
     with pytest.raises(KeyboardInterrupt):
         prepare_data("tinyshakespeare", "gpt2", 0.1, data_dir)
     assert {p.name: p.read_bytes() for p in data_dir.iterdir()} == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*mt-tmp*"))
 
 
 def test_bins_that_disagree_with_meta_are_rebuilt(tmp_path, tiny_data):

@@ -37,6 +37,14 @@ def download(name: str) -> Path:
                         f"connect to the internet, {how}")
 
 
+def make_parent(target: Path) -> None:
+    """Create the folder that will hold target, or say in one line why it cannot be."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot make the folder {target.parent} ({error.strerror}); choose another --out")
+
+
 def check_empty(target: Path) -> None:
     """Refuse to write into a file or a folder that already holds something."""
     if target.is_file() or target.is_dir() and any(target.iterdir()):
@@ -48,6 +56,7 @@ def import_gpt2(source: str, out: str, say=print) -> Path:
     started = time.perf_counter()
     target = Path(out)
     check_empty(target)
+    make_parent(target)
     folder = Path(source).expanduser()
     if not folder.is_dir():
         if source not in HUB_MODELS:
@@ -73,6 +82,7 @@ def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
     gpt2_tokens = isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2"
     target = Path(out)
     check_empty(target)
+    make_parent(target)
     written = []
 
     def write(folder: Path) -> None:

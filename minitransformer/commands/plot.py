@@ -4,25 +4,27 @@ With matplotlib installed (the optional `plot` extra) and `--png FILE`, it draws
 it prints a compact text chart, so the command works everywhere.
 """
 
-import json
+import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..training.run_folder import read_metrics_rows
 
 CHART_HEIGHT = 12
 CHART_WIDTH = 60
 
 
 def read_metrics(run_dir: str) -> list[dict]:
+    """The run's metrics rows; damaged lines are dropped with a warning on stderr."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"no metrics at {path}; pass a run folder written by `minitransformer train`")
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is damaged ({error}); each line must be one JSON object")
+    warnings: list[str] = []
+    rows = read_metrics_rows(path, say=warnings.append)
     if not rows:
-        raise UserError(f"{path} has no rows yet; train for at least one evaluation first")
+        raise UserError(f"{path} has no readable rows; train for at least one evaluation first")
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     return rows
 
 

@@ -126,7 +126,6 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     replace: swap out a folder already at path (two renames; see the module's docstring). Without
     it, path must be absent or an empty folder: nothing that is there is ever replaced.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}"))
     old = None
     try:

@@ -9,14 +9,17 @@ corpus of any size is prepared in bounded memory:
 - `safe_cut` finds where a piece may be cut so that BPE tokenises both sides exactly as it would
   tokenise the whole text.
 
-Why that cut is safe: tiktoken's encodings first split text into pieces with a regular
-expression and run BPE inside each piece only. No piece of GPT-2's (or cl100k's, or o200k's)
-pattern joins a letter to the newline after it, and what the pattern does from a newline onwards
-does not depend on the text before it; so cutting just before a newline that follows a letter
-changes nothing. Text with no such newline is not cut at all (it is tokenised in one go).
+Why a cut can be safe: tiktoken's encodings first split text into pieces with a regular
+expression and run BPE inside each piece only. The patterns look only forwards, never back, so
+where one of their pieces must end (a letter run at a space, say), the pieces after it come out
+the same whether the text before is there or not: cutting there changes no token. `GPT2_CUTS`
+and `OTHER_CUTS` below name such places for each pattern; a long line is cut at its spaces, and
+text without spaces (Chinese, say) at its punctuation. Only text with no such place at all is
+tokenised in one go.
 """
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -118,30 +121,50 @@ def scan_corpus(corpus: str, files: list[Path], bar: tqdm | None = None) -> Corp
     return scan
 
 
-def safe_cut(text: str) -> int:
-    """The last index at which text may be cut without changing its BPE tokens (0 for none):
-    just before a newline that follows a letter."""
-    at = text.rfind("\n")
-    while at > 0:
-        if text[at - 1].isalpha():
-            return at
-        at = text.rfind("\n", 0, at)
-    return 0
+# Where a text may be cut without changing its BPE tokens: just before the character each pattern
+# matches (see the module's docstring). GPT-2's split pattern (also r50k's and p50k's) ends every
+# letter, number and punctuation run at whitespace, and a letter or number run at the first
+# character of another kind, so a cut may go before a space, tab or newline that follows any
+# non-space, or before punctuation that follows a letter or number. cl100k's and o200k's patterns
+# attach newlines to punctuation and marks to letters: there a cut goes only before a space or tab
+# that follows a non-space, or before a newline that follows a letter or digit.
+GPT2_LIKE = ("gpt2", "r50k_base", "p50k_base", "p50k_edit")
+GPT2_CUTS = re.compile(r"(?<=\S)[ \t\n]|(?<=[^\W\d_])[^\w\s']")
+OTHER_CUTS = re.compile(r"(?<=\S)[ \t]|(?<=[^\W_])\n")
 
 
-def split_pieces(text: str, size: int) -> list[str]:
-    """text cut at safe points into pieces of about `size` characters (some longer where no safe
-    point is near); joined, they are text again."""
+def cut_pattern(encoding_name: str) -> re.Pattern:
+    """The safe cuts for a tiktoken encoding, by the split pattern it uses."""
+    return GPT2_CUTS if encoding_name in GPT2_LIKE else OTHER_CUTS
+
+
+def safe_cut(text: str, cuts: re.Pattern = GPT2_CUTS) -> int:
+    """The last index at which text may be cut without changing its BPE tokens (0 for none).
+
+    Looks at the text's tail first, then at longer tails, so that a text with cuts near its end
+    (nearly every text) costs microseconds whatever its length."""
+    window = 4096
+    while True:
+        start = max(len(text) - window, 0)
+        last = 0
+        for match in cuts.finditer(text, max(start, 1)):
+            last = match.start()
+        if last or start == 0:
+            return last
+        window *= 16
+
+
+def split_pieces(text: str, size: int, cuts: re.Pattern = GPT2_CUTS) -> list[str]:
+    """text cut at safe points into pieces of about `size` characters (longer where no safe point
+    is near); joined, they are text again."""
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = safe_cut(text[start : start + size])
+        cut = safe_cut(text[start : start + size], cuts)
         if cut == 0:  # no safe point in this stretch: take the first one after it
-            at = text.find("\n", start + size)
-            while at != -1 and not text[at - 1].isalpha():
-                at = text.find("\n", at + 1)
-            if at == -1:
+            match = cuts.search(text, start + size)
+            if match is None:
                 break
-            cut = at - start
+            cut = match.start() - start
         pieces.append(text[start : start + cut])
         start += cut
     pieces.append(text[start:])

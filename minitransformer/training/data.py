@@ -34,7 +34,8 @@ import torch
 from tqdm import tqdm
 
 from ..config import SPLITS
-from .corpus import PIECE_CHARS, CorpusScan, corpus_files, safe_cut, scan_corpus, split_pieces, text_pieces
+from .corpus import (PIECE_CHARS, CorpusScan, corpus_files, cut_pattern, safe_cut, scan_corpus, split_pieces,
+                     text_pieces)
 from ..errors import UserError
 from ..machine.files import write_folder_atomically
 from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
@@ -101,6 +102,7 @@ class TokenWriter:
     def __init__(self, path: Path, tokenizer: CharTokenizer | TiktokenTokenizer, dtype: str):
         self.file = path.open("wb")
         self.tokenizer, self.dtype = tokenizer, dtype
+        self.cuts = cut_pattern(getattr(tokenizer, "name", ""))  # where BPE text may be cut (corpus.py)
         self.pending: list[str] = []  # text not tokenised yet
         self.pending_chars = 0
         self.batch_chars = PIECE_CHARS * (os.cpu_count() or 1)  # one piece per core per batch
@@ -116,7 +118,7 @@ class TokenWriter:
         """Tokenise the pending text up to its last safe cut (all of it when final)."""
         text = "".join(self.pending)
         anywhere = isinstance(self.tokenizer, CharTokenizer)  # one token per character: any cut is safe
-        cut = len(text) if final or anywhere else safe_cut(text)
+        cut = len(text) if final or anywhere else safe_cut(text, self.cuts)
         if cut == 0:  # no safe cut yet: wait for more text before trying again
             self.batch_chars = 2 * len(text)
             return
@@ -124,7 +126,7 @@ class TokenWriter:
         self.pending_chars = len(text) - cut
         ready = text[:cut]
         pieces = [ready[i : i + PIECE_CHARS] for i in range(0, cut, PIECE_CHARS)] if anywhere else \
-            split_pieces(ready, PIECE_CHARS)
+            split_pieces(ready, PIECE_CHARS, self.cuts)
         for ids in self.tokenizer.encode_batch(pieces):
             self.file.write(ids.astype(self.dtype).tobytes())
             self.tokens += len(ids)

@@ -83,7 +83,11 @@ def save_run(run: Run, name: str) -> None:
         "dtype": str(run.dtype).removeprefix("torch."),
         "optimizers": [optimizer.state_dict() for optimizer in run.optimizers], "rng": rng,
     }
-    save_checkpoint(run.out_dir / name, run.model, run.config.to_dict(), run.dataset.tokenizer, train_state)
+    try:
+        save_checkpoint(run.out_dir / name, run.model, run.config.to_dict(), run.dataset.tokenizer, train_state)
+    except UserError:
+        check_folder(run)  # a run folder deleted in the middle of saving is that, not a full disk
+        raise
 
 
 @torch.no_grad()
@@ -131,7 +135,11 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
             peak = matmul_peak(run.dtype, run.device) * run.ranks.world
             row.update(tokens_per_s=round(rate, 1), mfu=round(rate * flops_per_token(run.model.config) / peak, 4))
         check_folder(run)
-        append_metrics(run.out_dir / "metrics.jsonl", row)
+        try:
+            append_metrics(run.out_dir / "metrics.jsonl", row)
+        except OSError:
+            check_folder(run)  # as in save_run
+            raise
         run.logged = (state.step, state.elapsed_s)
         if new_best:
             save_run(run, "best")

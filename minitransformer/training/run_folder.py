@@ -17,6 +17,7 @@ Design choices:
 """
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -150,8 +151,18 @@ def append_metrics(path: Path, row: dict) -> None:
         file.write(json.dumps(row) + "\n")
 
 
+def is_metrics_row(row: object) -> bool:
+    """A row as evaluate_and_save writes it: a step and both losses (a diverged loss is never logged)."""
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    return isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool) \
+        and row["step"] >= 0 and number(row.get("train_loss")) and number(row.get("val_loss"))
+
+
 def read_metrics_rows(path: Path, say=print) -> list[dict]:
-    """The rows of metrics.jsonl; a damaged row (cut short by a crash) is dropped with a warning."""
+    """The rows of metrics.jsonl; a damaged row (cut short by a crash, edited, not UTF-8) is
+    dropped with a warning."""
     rows, damaged = [], 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
@@ -160,7 +171,7 @@ def read_metrics_rows(path: Path, say=print) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             row = None
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+        if is_metrics_row(row):
             rows.append(row)
         else:
             damaged += 1

@@ -1,0 +1,227 @@
+"""Damaged, foreign or mismatched files, and an environment that refuses: one line on stderr with
+exit code 2 (never a traceback, never garbage with exit 0), and the previous good files intact."""
+
+import json
+import os
+import pickle
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from minitransformer.commands.cli import main, report
+from minitransformer.formats.load import load_model
+from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
+
+
+def copy_run(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("swap", ["permuted", "another run's"])
+@pytest.mark.parametrize("command", ["sample", "inspect", "resume"])
+def test_a_tokenizer_that_is_not_the_weights_is_refused(tiny_run, tmp_path, capsys, swap, command):
+    run = copy_run(tiny_run, tmp_path / "run")
+    for name in ("last", "best"):
+        description = read_json(run / name / "tokenizer.json")
+        chars = description["chars"]
+        # Same size either way: a permutation, or another corpus's alphabet of as many characters.
+        description["chars"] = chars[::-1] if swap == "permuted" else "".join(chr(0x400 + i) for i in range(len(chars)))
+        (run / name / "tokenizer.json").write_text(json.dumps(description))
+    args = {"sample": ["sample", "--checkpoint", str(run), "--max-new-tokens", "5"],
+            "inspect": ["inspect", "--checkpoint", str(run), "--prompt", "ab"],
+            "resume": ["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]}[command]
+    if command == "inspect" and swap != "permuted":
+        args[-1] = chr(0x400) * 2
+    assert main(args) == 2
+    assert "does not belong to the weights" in error_line(capsys)
+
+
+def test_an_exported_folder_with_a_swapped_tokenizer_is_refused(tiny_run, tmp_path):
+    assert main(["export-gpt2", str(tiny_run), "--out", str(tmp_path / "hf")]) == 0
+    load_model(tmp_path / "hf")  # its own tokenizer: fine
+    description = read_json(tmp_path / "hf" / "tokenizer.json")
+    description["chars"] = description["chars"][::-1]
+    (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match="does not belong"):
+        load_model(tmp_path / "hf")
+
+
+@pytest.mark.parametrize("content", ["[]", '{"kind": "char"}', '{"kind": "char", "chars": 5}', '{"kind": "char", "chars": "aa"}',
+                                     '{"kind": "tiktoken"}', '{"kind": "bpe"}', "null", "{"])
+def test_a_damaged_tokenizer_file_is_one_line(tiny_run, tmp_path, capsys, content):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "best" / "tokenizer.json").write_text(content)
+    assert main(["sample", "--checkpoint", str(run / "best"), "--max-new-tokens", "5"]) == 2
+    assert "damaged" in error_line(capsys)
+
+
+@pytest.mark.parametrize("lines, kept", [
+    (["[1,2,3]"], 3), (['{"step": 250}'], 3), (['{"step": "x", "train_loss": 1, "val_loss": 1}'], 3),
+    (['{"step": 60, "train_loss": NaN, "val_loss": 1}'], 3), ([b"\xff\xfe garbage \x80".decode("latin-1")], 3),
+])
+def test_plot_drops_damaged_metrics_lines_with_a_warning(tiny_run, tmp_path, capsys, lines, kept):
+    run = copy_run(tiny_run, tmp_path / "run")
+    with (run / "metrics.jsonl").open("a", encoding="latin-1") as file:
+        file.writelines(line + "\n" for line in lines)
+    assert main(["plot", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "dropped 1 damaged line" in captured.err and "Last: step 40" in captured.out
+    assert len([row for row in (run / "metrics.jsonl").read_bytes().splitlines() if row.startswith(b'{"step"')]) >= kept
+
+
+def test_plot_of_metrics_without_a_readable_row_is_one_line(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(b"\xff\xfe\n[1]\n")
+    assert main(["plot", str(tmp_path / "run")]) == 2
+    assert "no readable rows" in error_line(capsys)
+
+
+def test_token_files_overwritten_with_garbage_are_rebuilt(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    good = (run / "data" / "train.bin").read_bytes()
+    (run / "data" / "train.bin").write_bytes(np.random.default_rng(0).integers(0, 65535, len(good) // 2, dtype=np.uint16).tobytes())
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=45"]) == 0
+    assert "does not match" in capsys.readouterr().out
+    assert (run / "data" / "train.bin").read_bytes() == good
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("where", ["state.pt", "model.pt"])
+def test_a_pickle_with_code_is_refused_in_one_whole_line(tiny_run, tmp_path, capsys, where):
+    run = copy_run(tiny_run, tmp_path / "run")
+    if where == "model.pt":  # a version 0.1 checkpoint's weights
+        (run / "last" / "model.safetensors").unlink()
+    with open(run / "last" / where, "wb") as file:
+        pickle.dump({"step": Evil()}, file)
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    message = error_line(capsys)
+    assert "damaged" in message and message.endswith("train again") and len(message) < 500
+
+
+def test_a_full_disk_is_one_line_whatever_library_writes(tiny_run, tmp_path):
+    """RLIMIT_FSIZE makes writes past a size fail as a full disk would: torch.save raises its own
+    RuntimeError, safetensors a SafetensorError. Both must be one line, the checkpoint intact."""
+    weights, state = ((tiny_run / "last" / name).stat().st_size for name in ("model.safetensors", "state.pt"))
+    assert state > weights
+    for limit in ((weights + state) // 2, weights // 2):  # state.pt fails, then model.safetensors does
+        run = copy_run(tiny_run, tmp_path / f"run{limit}")
+        before = {path.name: path.read_bytes() for path in (run / "last").iterdir()}
+        process = subprocess.run(
+            [sys.executable, "-m", "minitransformer", "train", "--out", str(run), "--resume", "--set", "train.max_steps=60"],
+            capture_output=True, text=True, cwd=ROOT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        assert process.returncode == 2, process.stderr
+        err = process.stderr.strip()
+        assert err.startswith("error: could not save the checkpoint") and "\n" not in err, err
+        assert {path.name: path.read_bytes() for path in (run / "last").iterdir()} == before
+        assert not [path for path in run.iterdir() if "mt-tmp" in path.name]
+
+
+def test_closing_stdout_of_a_training_saves_and_says_so(tmp_path):
+    """`minitransformer train | head -1`: the reader leaves; the run saves last/ and says why on stderr."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
+         "--set", "train.max_steps=100000", "--set", "train.eval_interval=20", *QUICK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    first = process.stdout.readline()
+    process.stdout.close()  # as head does after one line
+    stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert first.startswith(("precision", "model"))
+    assert process.returncode == 2 and "standard output was closed" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr and stderr.strip().count("\n") == 0
+    assert torch.load(out / "last" / "state.pt", weights_only=True)["step"] >= 0
+
+
+def test_sampling_with_stdout_closed_is_one_line(tiny_run):
+    process = subprocess.run(
+        f"{sys.executable} -m minitransformer sample --checkpoint {tiny_run} --max-new-tokens 5 >&-",
+        shell=True, capture_output=True, text=True, cwd=ROOT)
+    assert process.returncode == 2 and process.stderr.startswith("error: standard output is closed"), process.stderr
+
+
+def test_sigterm_while_preparing_data_exits_130_and_leaves_nothing(tmp_path):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 2_000_000)  # 88 MB: seconds to prepare
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
+         "--set", f"data.corpus={corpus}", "--set", "data.tokenizer=gpt2", *QUICK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 60
+    while not (out.exists() and any("mt-tmp" in path.name for path in out.iterdir())):
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert sorted(path.name for path in out.iterdir()) == []
+
+
+def test_an_error_on_a_rank_other_than_0_is_printed_by_that_rank(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    report("error: this rank's data folder cannot be read")
+    report("error: a config mistake every rank makes", everywhere=True)
+    assert capsys.readouterr().err == "rank 1: error: this rank's data folder cannot be read\n"
+
+
+def test_rank_1_alone_prints_its_errors(tmp_path):
+    process = subprocess.run(
+        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(tmp_path / "run"),
+         "--set", "train.learning_rate=nan"], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RANK": "1"})
+    assert process.returncode == 2 and "train.learning_rate" in process.stderr
+
+
+def test_the_same_command_gives_the_same_run_with_or_without_cached_measurements(tmp_path, tiny_data, monkeypatch):
+    """Measuring the machine (the matrix-product peak for MFU, the precision probe) must not move
+    any random state: the first run on a machine equals the tenth (dropout on, so it would show)."""
+    curves = []
+    cache = tmp_path / "cache"
+    for name in ("first", "cached"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+        out = tmp_path / name
+        shutil.copytree(tiny_data, out / "data")
+        assert train_tiny(out, "--set", "train.max_steps=20", "--set", "train.eval_interval=5",
+                          "--set", "model.dropout=0.1") == 0
+        curves.append([(row["step"], row["train_loss"], row["val_loss"]) for row in
+                       map(json.loads, (out / "metrics.jsonl").read_text().splitlines())])
+    assert curves[0] == curves[1]
+
+
+def test_the_precision_probe_leaves_the_model_and_random_state_as_they_were(tiny_data, monkeypatch):
+    from minitransformer.config import TrainConfig
+    from minitransformer.model import GPT
+    from minitransformer.training.data import prepare_data
+    from minitransformer.training.distributed import Ranks
+    from minitransformer.training.setup import training_dtype
+    from tests.helpers import small_config
+
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: True)
+    dataset = prepare_data("tinyshakespeare", "char", 0.1, tiny_data)
+    model = GPT(small_config(vocab_size=65, dropout=0.1))
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    said = []
+    training_dtype(TrainConfig(dtype="auto"), torch.device("cpu"), model, dataset, Ranks(), said.append, remeasure=True)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert said[0].startswith("precision: ") and "measured now" in said[0]

@@ -1,0 +1,183 @@
+"""Never touch what isn't ours: the program deletes or replaces only files it wrote itself,
+refuses a folder holding foreign files where it must write, checks every input before changing
+any file, and a training that loses its folder or lock stops instead of writing on."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitransformer.commands.cli import main
+from minitransformer.training import setup
+from minitransformer.training.run_folder import RunLock
+from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its bytes, to prove that nothing changed."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_data_folder_holding_the_users_files_is_refused_and_kept(tmp_path, capsys):
+    """`--out proj` where proj/data/ holds the corpus itself and notes: nothing may go."""
+    project = tmp_path / "proj"
+    (project / "data").mkdir(parents=True)
+    corpus = project / "data" / "corpus.txt"
+    corpus.write_text("To be, or not to be: that is the question.\n" * 400)
+    (project / "data" / "notes.md").write_text("my notes")
+    (project / "draft.tmp").write_text("a draft")
+    (project / "last.old").write_text("mine too")
+    before = snapshot(project)
+    assert train_tiny(project, "--set", f"data.corpus={corpus}", "--set", "train.max_steps=5") == 2
+    message = error_line(capsys)
+    assert "did not write" in message and "corpus.txt" in message
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize("foreign", [{"train.bin": b"\x00" * 64, "val.bin": b"\x00" * 64},  # nanoGPT's, say
+                                     {"meta.json": b'{"vocab": 65}'}, {"meta.pkl": b"x"}])
+def test_bins_or_a_meta_json_that_are_not_ours_are_refused(tmp_path, capsys, foreign):
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    for name, content in foreign.items():
+        (tmp_path / "run" / "data" / name).write_bytes(content)
+    before = snapshot(tmp_path / "run")
+    assert train_tiny(tmp_path / "run", "--set", "train.max_steps=5") == 2
+    assert "did not write" in error_line(capsys)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_a_project_folder_as_the_run_folder_keeps_every_other_file(tmp_path, tiny_data):
+    """`--out .` in a folder of one's own: training adds its files and changes nothing else."""
+    project = tmp_path / "proj"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "model.py").write_text("print('mine')")
+    for name in ("README.md", "x.tmp", "best.old", ".last.tmp", "metrics.jsonl.tmp", "data.tmp"):
+        (project / name).write_text(name)
+    before = snapshot(project)
+    shutil.copytree(tiny_data, project / "data")
+    assert train_tiny(project, "--set", "train.max_steps=5") == 0
+    after = snapshot(project)
+    assert {name: after[name] for name in before} == before
+    assert {"last", "best", "metrics.jsonl", "data"} <= {path.name for path in project.iterdir()}
+
+
+def test_a_data_path_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "data").write_text("my data")
+    assert train_tiny(tmp_path / "run") == 2
+    assert "is a file" in error_line(capsys)
+    assert (tmp_path / "run" / "data").read_text() == "my data"
+
+
+@pytest.mark.parametrize("command", ["export-gpt2", "import-gpt2"])
+def test_export_and_import_never_touch_siblings(tiny_run, tmp_path, command):
+    """X.old and X.tmp beside the target are the user's (here: a whole run, and a file)."""
+    source = tiny_run
+    if command == "import-gpt2":
+        source = tmp_path / "hf"
+        assert main(["export-gpt2", str(tiny_run), "--out", str(source)]) == 0
+    copy_run(tiny_run, tmp_path / "out.old")
+    (tmp_path / "out.tmp").write_text("mine")
+    before = snapshot(tmp_path / "out.old")
+    assert main([command, str(source), "--out", str(tmp_path / "out")]) == 0
+    assert snapshot(tmp_path / "out.old") == before and (tmp_path / "out.tmp").read_text() == "mine"
+    assert not [path for path in tmp_path.iterdir() if "mt-" in path.name]
+
+
+def test_export_into_a_folder_holding_files_is_refused(tiny_run, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["export-gpt2", str(tiny_run), "--out", str(tmp_path / "out")]) == 2
+    assert "not empty" in error_line(capsys)
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("foreign", ["another model", "empty dict"])
+def test_resuming_with_a_state_file_that_is_not_the_runs_changes_nothing(tiny_run, tmp_path, capsys, foreign):
+    """A state.pt of another model (other shapes) or an empty one: one line, metrics.jsonl untouched."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    if foreign == "another model":
+        other = tmp_path / "other"
+        shutil.copytree(tiny_run / "data", other / "data")
+        assert train_tiny(other, "--set", "train.max_steps=5", "--set", "model.n_embd=48") == 0
+        shutil.copy(other / "last" / "state.pt", run / "last" / "state.pt")
+    else:
+        torch.save({}, run / "last" / "state.pt")
+    before = snapshot(run)
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    assert "damaged" in error_line(capsys)
+    assert snapshot(run) == before
+
+
+def test_the_memory_check_on_resume_comes_before_the_checkpoint_is_loaded(tiny_run, tmp_path, monkeypatch):
+    """The check estimates weights and optimizer state itself: loaded first, they would count twice."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    events = []
+    real_check, real_load = setup.check_memory, setup.load_checkpoint
+    monkeypatch.setattr(setup, "check_memory", lambda *a: events.append("check") or real_check(*a))
+    monkeypatch.setattr(setup, "load_checkpoint", lambda *a, **k: events.append("load") or real_load(*a, **k))
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=45"]) == 0
+    assert events == ["check", "load"]
+
+
+def start_training(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
+         "--set", "train.max_steps=100000", "--set", "train.eval_interval=20", *QUICK, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def wait_for_rows(out: Path, process: subprocess.Popen, rows: int) -> None:
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < rows:
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+
+
+def test_a_training_whose_folder_is_deleted_stops_and_never_writes_into_the_next_run(tmp_path):
+    out = tmp_path / "run"
+    first = start_training(out)
+    try:
+        wait_for_rows(out, first, 2)
+        out.rename(tmp_path / "deleted")  # as `rm -rf` does, at once (rmtree here would race the writes)
+        shutil.rmtree(tmp_path / "deleted", ignore_errors=True)
+        # A new training into the same path at once; the first must stop rather than write on.
+        assert train_tiny(out, "--set", "train.max_steps=40", "--set", "train.eval_interval=20") == 0
+        second = snapshot(out)
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 2, stderr
+    assert "removed or replaced" in stderr and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert snapshot(out) == second
+    rows = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [0, 20, 40]
+
+
+def test_a_run_lock_that_is_not_ours_is_refused_and_kept(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.lock").write_text("the lock of my own tool\n")
+    assert train_tiny(tmp_path / "run") == 2
+    assert "not a lock minitransformer wrote" in error_line(capsys)
+    assert (tmp_path / "run" / "run.lock").read_text() == "the lock of my own tool\n"
+
+
+def test_a_lock_replaced_under_a_training_is_not_deleted_at_its_end(tmp_path):
+    (tmp_path / "run").mkdir()
+    with RunLock(tmp_path / "run") as lock:
+        (tmp_path / "run" / "run.lock").unlink()
+        (tmp_path / "run" / "run.lock").write_text(f"{os.getppid()}\n")  # another training's, now
+        with pytest.raises(ValueError, match="removed or replaced"):
+            lock.check_held()
+    assert (tmp_path / "run" / "run.lock").read_text() == f"{os.getppid()}\n"
