@@ -1,6 +1,9 @@
 """Time and peak memory of preparing a large corpus: Tiny Shakespeare repeated to about 200 MB.
 
-python scripts/measure_prepare.py [--megabytes 200] [--tokenizer char|gpt2]
+python scripts/measure_prepare.py [--megabytes 200] [--tokenizer char|gpt2] [--one-line]
+
+--one-line writes the corpus without a single newline (newlines become spaces), the case that
+used to be tokenised on one thread in one piece.
 
 Each preparation runs in a fresh process (so the peak memory is its own) and prints the figures.
 """
@@ -28,14 +31,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=200)
     parser.add_argument("--tokenizer", action="append", help="char, gpt2 (default: both)")
+    parser.add_argument("--one-line", action="store_true", help="no newline anywhere in the corpus")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prepare-"))
     corpus = work / "corpus.txt"
     text = read_corpus("tinyshakespeare")
+    if args.one_line:
+        text = text.replace("\n", " ")
     with corpus.open("w", encoding="utf-8") as file:
         for _ in range(max(1, args.megabytes * 2**20 // len(text.encode("utf-8")))):
             file.write(text)
-    print(f"corpus: {corpus.stat().st_size / 2**20:.0f} MiB")
+    print(f"corpus: {corpus.stat().st_size / 2**20:.0f} MiB{', one line' if args.one_line else ''}")
     for tokenizer in args.tokenizer or ["char", "gpt2"]:
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-c", PREPARE, str(corpus), tokenizer, str(work / tokenizer)],

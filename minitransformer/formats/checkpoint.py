@@ -16,8 +16,8 @@ Design choices:
   Hugging Face's GPT-2 files do; loading ties it again.
 - A checkpoint is written into a temporary folder, fsynced and swapped in by renames
   (machine/files.py), so a crash leaves the previous checkpoint intact: under `NAME/`, or, if it
-  struck between the two renames, under the name files.py moved it aside to, where loading finds it. Weights with NaN or infinite values are
-  never written, and never loaded.
+  struck between the two renames, under the name files.py moved it aside to, where loading finds
+  it. Weights with NaN or infinite values are never written, and never loaded.
 - A missing or damaged checkpoint is a `UserError` of one line that says what to do.
 """
 

@@ -196,7 +196,7 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
     tokenizer: a given tokenizer (a pretrained model's) instead of building one of tokenizer_kind.
     split: "characters" (the last val_fraction of the text) or "files" (the last files).
     progress: show byte progress bars (None: only on a terminal).
-    The folder is built whole under `data.tmp/` and swapped in, so its bins and meta.json always
+    The folder is built whole under a temporary name and swapped in, so its bins and meta.json always
     belong together; on reuse, each bin's size is checked against meta.json as well.
     """
     if split not in SPLITS:

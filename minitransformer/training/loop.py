@@ -1,7 +1,7 @@
 """Training: `train(config)` runs a visible `for step in ...` loop over small named steps.
 
 Read `train` first. It takes the run folder's lock, starts a run or restores one (`start_run`,
-`restore_run` in run_setup.py), then loops: every `eval_interval` steps `evaluate_and_save`, and
+`restore_run` in setup.py), then loops: every `eval_interval` steps `evaluate_and_save`, and
 every step `train_step` (set the learning rate, accumulate gradients over micro-batches, clip,
 update). Everything a run carries from step to step is in a `Run`; what a checkpoint must
 remember of it is its `RunState`.
