@@ -114,52 +114,48 @@ def test_a_pickle_with_code_is_refused_in_one_whole_line(tiny_run, tmp_path, cap
     assert "damaged" in message and message.endswith("train again") and len(message) < 500
 
 
-def test_a_full_disk_is_one_line_whatever_library_writes(tiny_run, tmp_path):
-    """RLIMIT_FSIZE makes writes past a size fail as a full disk would: torch.save raises its own
-    RuntimeError, safetensors a SafetensorError. Both must be one line, the checkpoint intact."""
+def test_a_full_disk_is_one_line_whatever_library_writes(tiny_run, tmp_path, capsys):
+    """RLIMIT_FSIZE makes writes past a size fail as a full disk would (Python ignores SIGXFSZ):
+    torch.save raises its own RuntimeError, safetensors a SafetensorError. Both must be one line,
+    the checkpoint intact."""
     weights, state = ((tiny_run / "last" / name).stat().st_size for name in ("model.safetensors", "state.pt"))
     assert state > weights
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     for limit in ((weights + state) // 2, weights // 2):  # state.pt fails, then model.safetensors does
         run = copy_run(tiny_run, tmp_path / f"run{limit}")
         before = {path.name: path.read_bytes() for path in (run / "last").iterdir()}
-        process = subprocess.run(
-            [sys.executable, "-m", "minitransformer", "train", "--out", str(run), "--resume", "--set", "train.max_steps=60"],
-            capture_output=True, text=True, cwd=ROOT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
-        assert process.returncode == 2, process.stderr
-        err = process.stderr.strip()
-        assert err.startswith("error: could not save the checkpoint") and "\n" not in err, err
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            code = main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert code == 2
+        assert error_line(capsys).startswith("error: could not save the checkpoint")
         assert {path.name: path.read_bytes() for path in (run / "last").iterdir()} == before
         assert not [path for path in run.iterdir() if "mt-tmp" in path.name]
 
 
-def test_closing_stdout_of_a_training_saves_and_says_so(tmp_path):
-    """`minitransformer train | head -1`: the reader leaves; the run saves last/ and says why on stderr."""
-    out = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
-         "--set", "train.max_steps=100000", "--set", "train.eval_interval=20", *QUICK],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    first = process.stdout.readline()
-    process.stdout.close()  # as head does after one line
-    stderr = process.stderr.read()
-    process.wait(timeout=60)
-    assert first.startswith(("precision", "model"))
-    assert process.returncode == 2 and "standard output was closed" in stderr and "--resume" in stderr
-    assert "Traceback" not in stderr and stderr.strip().count("\n") == 0
-    assert torch.load(out / "last" / "state.pt", weights_only=True)["step"] >= 0
+def test_closing_stdout_of_a_training_saves_and_says_so(run_dir, capsys, monkeypatch):
+    """`minitransformer train | head -1`: the reader leaves (here: a pipe whose reading end is
+    closed, so writing raises BrokenPipeError); the run saves last/ and says why on stderr."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    monkeypatch.setattr(sys, "stdout", os.fdopen(writer, "w", buffering=1))
+    assert train_tiny(run_dir, "--set", "train.max_steps=100000", "--set", "train.eval_interval=20") == 2
+    message = error_line(capsys)
+    assert "standard output was closed" in message and "--resume" in message
+    assert torch.load(run_dir / "last" / "state.pt", weights_only=True)["step"] == 0
 
 
-def test_sampling_with_stdout_closed_is_one_line(tiny_run):
-    process = subprocess.run(
-        f"{sys.executable} -m minitransformer sample --checkpoint {tiny_run} --max-new-tokens 5 >&-",
-        shell=True, capture_output=True, text=True, cwd=ROOT)
-    assert process.returncode == 2 and process.stderr.startswith("error: standard output is closed"), process.stderr
+def test_sampling_with_stdout_closed_is_one_line(tiny_run, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of a closed descriptor 1 (`>&-`)
+    assert main(["sample", "--checkpoint", str(tiny_run), "--max-new-tokens", "5"]) == 2
+    assert error_line(capsys).startswith("error: standard output is closed")
 
 
 def test_sigterm_while_preparing_data_exits_130_and_leaves_nothing(tmp_path):
     corpus = tmp_path / "big.txt"
-    corpus.write_text("To be, or not to be, that is the question. " * 2_000_000)  # 88 MB: seconds to prepare
+    corpus.write_text("To be, or not to be, that is the question. " * 1_000_000)  # 44 MB: a second or two to prepare
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
@@ -183,11 +179,10 @@ def test_an_error_on_a_rank_other_than_0_is_printed_by_that_rank(monkeypatch, ca
     assert capsys.readouterr().err == "rank 1: error: this rank's data folder cannot be read\n"
 
 
-def test_rank_1_alone_prints_its_errors(tmp_path):
-    process = subprocess.run(
-        [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(tmp_path / "run"),
-         "--set", "train.learning_rate=nan"], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RANK": "1"})
-    assert process.returncode == 2 and "train.learning_rate" in process.stderr
+def test_rank_1_alone_prints_its_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--config", TINY, "--out", str(tmp_path / "run"), "--set", "train.learning_rate=nan"]) == 2
+    assert "train.learning_rate" in error_line(capsys)
 
 
 def test_the_same_command_gives_the_same_run_with_or_without_cached_measurements(tmp_path, tiny_data, monkeypatch):

@@ -2,10 +2,7 @@
 preparation that is interrupted, quiet mode and training from another thread."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,11 +17,11 @@ from minitransformer.formats.checkpoint import find_checkpoint, load_checkpoint,
 from minitransformer.commands.cli import main
 from minitransformer.config import TrainConfig, load_config
 from minitransformer.training.data import prepare_data
-from minitransformer.machine.device import MAX_AGE_S, MEASUREMENTS, PROBE_ROUNDS, choose_dtype, speed_cache_path
+from minitransformer.machine.device import MAX_AGE_S, MEASUREMENTS, PROBE_ROUNDS, choose_dtype, remember, speed_cache_path
 from minitransformer.errors import UserError
 from minitransformer.training.optim import Schedule, load_optimizer_state, lr_at, make_optimizers, resumed_schedule
 from minitransformer.training.loop import train
-from tests.conftest import ROOT, TINY, error_line, train_tiny
+from tests.conftest import TINY, error_line, train_tiny
 from tests.helpers import small_config
 
 
@@ -121,6 +118,20 @@ def test_resume_applies_a_new_learning_rate(run_dir):
     groups = torch.load(run_dir / "last" / "state.pt", weights_only=True)["optimizers"][0]["param_groups"]
     assert groups[0]["peak_lr"] == 1e-4 and groups[0]["weight_decay"] == 0.05
     assert 0 < groups[0]["lr"] <= 1e-4
+
+
+@pytest.mark.parametrize("warmup", [5, 0])
+def test_resuming_with_a_warmup_shorter_than_the_step_reached_decays_as_a_fresh_run(run_dir, warmup):
+    """Paused at step 10 of a 20-step warm-up, resumed with warm-up 5 (or 0): warm-up is over, so
+    the cosine starts at once and ends at the minimum, as a fresh run's would."""
+    common = ["--set", "train.max_steps=40", "--set", "train.eval_interval=10"]
+    assert train_tiny(run_dir, *common, "--pause-after", "10") == 0
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", f"train.warmup_steps={warmup}"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = {row["step"]: row["lr"] for row in rows}
+    peak, floor = 3e-3, 3e-3 * TrainConfig().min_lr_ratio
+    assert rates[20] < rates[10] or rates[20] < peak  # decaying, not held at the peak
+    assert rates[30] < rates[20] and floor <= rates[40] < 1.5 * floor  # the last step's rate, just above the end
 
 
 def test_switching_the_optimizer_on_resume_is_one_line(run_dir, capsys):
@@ -328,12 +339,20 @@ def test_a_damaged_or_old_speed_cache_is_measured_again_and_repaired(monkeypatch
     assert len(measure.calls) == calls + 2 * PROBE_ROUNDS and not list(path.parent.glob("*mt-tmp"))
 
 
-def test_two_processes_writing_the_speed_cache_at_once_leave_it_valid(tmp_path):
-    code = ("import sys; from minitransformer.machine.device import remember\n"
-            "for i in range(200): remember(f'{sys.argv[1]} {i}', i)")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    writers = [subprocess.Popen([sys.executable, "-c", code, name], env=env, cwd=ROOT) for name in ("a", "b")]
-    assert [writer.wait() for writer in writers] == [0, 0]
+def test_two_writers_of_the_speed_cache_at_once_leave_it_valid(tmp_path, monkeypatch):
+    """Each write goes through a temporary file of its own, so concurrent writers (threads here,
+    processes alike) can lose an entry to each other but never leave the file damaged."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def write(name):
+        for i in range(200):
+            remember(f"{name} {i}", i)
+
+    writers = [threading.Thread(target=write, args=(name,)) for name in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
     known = json.loads((tmp_path / "minitransformer" / "speed.json").read_text())
     assert {"a 199", "b 199"} & known.keys() and not list((tmp_path / "minitransformer").glob("*mt-tmp"))
 
