@@ -4,19 +4,19 @@
   (B, H, T, T) during the passes run inside it, without editing the model's code.
 - `readable_token`, `token_label`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
 - `head_scores`: how much each head acts as a previous-token head and as an induction head.
-- `break_in_attention(model, layer)`: stops Python's debugger inside `scaled_dot_product_attention`
-  of one layer, with q, k, v, scores, mask, weights and out as local variables.
+- `break_in_attention(model, layer, head)`: stops Python's debugger at the first line of
+  `scaled_dot_product_attention` in one layer, to step through it line by line: scores, mask,
+  softmax, dropout, out, each a local variable once its line has run.
 
 Design choices:
 - Both context managers switch every attention module to the manual path for their duration,
   whatever the config says (PyTorch's fused kernel computes no weights to show and has no
   Python frame to stop in), and restore the model exactly as it was afterwards.
 - The debugger is entered with a small trace function, not by editing the attention function:
-  it watches for that function's frame in the chosen layer and hands control to pdb one line
-  before the function returns, so that every intermediate already exists.
+  it watches for that function's frame in the chosen layer and hands it to pdb as the frame is
+  entered, so pdb stops before the first line and `n` walks the rest.
 """
 
-import inspect
 import pdb
 import sys
 from contextlib import contextmanager
@@ -144,35 +144,27 @@ def head_scores(maps: list[torch.Tensor], period: int) -> tuple[torch.Tensor, to
     return previous, induction
 
 
-def line_of(function, statement: str) -> int:
-    """The line number of the first line in function's source that starts with `statement`."""
-    lines, first = inspect.getsourcelines(function)
-    for offset, line in enumerate(lines):
-        if line.strip().startswith(statement):
-            return first + offset
-    raise LookupError(f"{statement!r} not found in {function.__name__}")
-
-
 @contextmanager
 def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb | None = None):
-    """Inside the block, the next pass stops pdb in layer `layer`'s attention function.
+    """Inside the block, the next pass stops pdb at the first line of layer `layer`'s attention
+    function, `scaled_dot_product_attention`, before anything is computed.
 
-    pdb takes over at the function's last line, `return out, weights`, so q, k, v, scores,
-    mask, weights and out are all there to print; `n` steps on, `c` continues the pass.
+    From there `n` runs one line at a time: the scale, the scores, the mask, the softmax, dropout,
+    the output; `p scores[0, head]` prints one head's (T, S) slice as it appears, `c` finishes the
+    pass. Works wherever pdb reads commands: a terminal, a pipe, or a Jupyter kernel's input box.
     """
     debugger = debugger or pdb.Pdb()
     code = scaled_dot_product_attention.__code__
-    last_computation = line_of(scaled_dot_product_attention, "out = dropped @ v")
 
-    def in_attention(frame, event, arg):
-        if event == "line" and frame.f_lineno == last_computation:
-            debugger.message(
-                f"\nStopped in scaled_dot_product_attention of layer {layer}. Try: p scores.shape, "
-                f"p scores[0, {head}], p weights[0, {head}].sum(-1), p mask, n (next line), c (continue)."
-            )
-            debugger.set_trace(frame)  # pdb stops at the next line: the return, with `out` computed
-            return debugger.trace_dispatch
-        return in_attention
+    def stop_at_first_line(frame) -> None:
+        debugger.message(
+            f"\nStopped at the first line of scaled_dot_product_attention, layer {layer}. Head {head} is "
+            f"[0, {head}] of q, k, v, scores, weights and out, which are (B, H, T, ...). Try: p q[0, {head}].shape, "
+            f"n (run one line), p scores[0, {head}], p mask, p weights[0, {head}].sum(-1), ll (the function), "
+            "c (finish the pass)."
+        )
+        debugger.set_trace(frame)  # pdb stops at the frame's first line event: the first line
+
 
     # A tracer may already be installed (coverage, an IDE's debugger): every other frame stays
     # its to trace, and it is put back afterwards.
@@ -180,7 +172,8 @@ def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb 
 
     def watch_calls(frame, event, arg):
         if frame.f_code is code:
-            return in_attention
+            stop_at_first_line(frame)
+            return debugger.trace_dispatch
         return previous(frame, event, arg) if previous is not None else None
 
     def start_watching(module, args):

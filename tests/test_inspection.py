@@ -113,17 +113,30 @@ def test_inspect_bad_indices(tiny_run, capsys, args, fragment):
     assert fragment in capsys.readouterr().err
 
 
-def test_break_stops_in_the_chosen_layer_with_named_locals():
+ATTENTION_LINES = ["D = q.shape[-1]", "if scale is None:", "scale = 1.0 / math.sqrt(D)", "scores = (q @ k.transpose",
+                   "if mask is not None:", "scores = scores.masked_fill", "weights = torch.softmax",
+                   "dropped = F.dropout", "out = dropped @ v", "return out, weights"]
+
+
+def stepped_lines(text: str) -> list[str]:
+    """The lines pdb showed (`-> ...`) while stepping, in order."""
+    return [line[3:].strip() for line in text.splitlines() if line.startswith("-> ")]
+
+
+def test_break_stops_at_the_first_line_and_n_walks_through_attention():
     model = GPT(small_config(attention="sdpa")).eval()
-    commands = io.StringIO("p sorted(locals())\np scores.shape\nup\np self.layer\nc\n")
+    commands = io.StringIO("p sorted(locals())\n" + "n\n" * 9 + "p sorted(locals())\np scores.shape\nup\np self.layer\nc\n")
     output = io.StringIO()
     debugger = pdb.Pdb(stdin=commands, stdout=output)
     debugger.use_rawinput = False
-    with break_in_attention(model, layer=1, debugger=debugger), torch.no_grad():
+    with break_in_attention(model, layer=1, head=3, debugger=debugger), torch.no_grad():
         logits, _ = model(torch.randint(0, 37, (1, 6)))
     text = output.getvalue()
+    shown = stepped_lines(text)
+    assert len(shown) >= 10 and all(line.startswith(start) for line, start in zip(shown, ATTENTION_LINES))
+    assert "['dropout_p', 'k', 'mask', 'q', 'scale', 'v']" in text  # at the first line: the arguments only
     assert "['D', 'dropout_p', 'dropped', 'k', 'mask', 'out', 'q', 'scale', 'scores', 'v', 'weights']" in text
-    assert "torch.Size([1, 4, 6, 6])" in text
+    assert "torch.Size([1, 4, 6, 6])" in text and "[0, 3]" in text  # the head asked for, in the hint
     assert re.search(r"^\(Pdb\) 1$", text, re.MULTILINE)  # the caller is layer 1's attention module
     assert logits.shape == (1, 6, 37)  # the pass finished after `c`
     assert model.blocks[1].attn.impl == "sdpa" and sys.gettrace() is None
@@ -133,12 +146,29 @@ def test_break_from_the_command_line_reads_pdb_commands_from_a_pipe(tiny_run):
     result = subprocess.run(
         [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO",
          "--break", "1.2"],
-        input="p scores.shape\np weights[0, 2].sum(-1)\nn\nc\n", capture_output=True, text=True, timeout=120, cwd=ROOT,
+        input="p q[0, 2].shape\n" + "n\n" * 6 + "p scores[0, 2]\nn\np weights[0, 2].sum(-1)\nc\n",
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     assert "layer 1" in result.stdout and "p scores[0, 2]" in result.stdout
-    assert "torch.Size([1, 4, 5, 5])" in result.stdout
+    assert "torch.Size([5, 8])" in result.stdout  # q[0, 2]: (T, D) for 5 tokens, D = 32 // 4
+    assert all(line.startswith(start) for line, start in zip(stepped_lines(result.stdout), ATTENTION_LINES))
+    assert "-inf" in result.stdout  # the masked scores of head 2, printed after the mask's line
     assert "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000])" in result.stdout
+
+
+def test_break_without_a_terminal_or_commands_is_one_line_not_a_hang(tiny_run):
+    """A notebook's `!minitransformer inspect --break`: stdin is a pipe that nobody writes to."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "RO",
+         "--break", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        process.wait(timeout=60)  # stdin stays open and silent all the while
+        stderr = process.stderr.read()
+    finally:
+        process.kill()
+        process.stdin.close()
+    assert process.returncode == 2 and "break_in_attention" in stderr and stderr.count("\n") == 1
 
 
 def test_plot_text_chart_without_matplotlib(tiny_run, capsys, monkeypatch):

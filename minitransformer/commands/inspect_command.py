@@ -7,6 +7,9 @@ extra), and `--break LAYER[.HEAD]` stops pdb inside that layer's attention funct
 """
 
 import bdb
+import io
+import select
+import sys
 
 import torch
 
@@ -29,6 +32,28 @@ def parse_break(text: str, n_layer: int, n_head: int) -> tuple[int, int]:
     check_index("layer", layer, n_layer)
     check_index("head", head, n_head)
     return layer, head
+
+
+def check_debugger_input(wait_s: float = 2.0) -> None:
+    """pdb reads its commands from stdin: a terminal, or a pipe with commands in it. A stdin that
+    is neither and stays silent (a notebook's `!minitransformer inspect --break`) would leave pdb
+    waiting forever: refuse it with the way to do the same from Python."""
+    stdin = sys.stdin
+    if stdin is None:
+        ready = False
+    elif stdin.isatty():
+        return
+    else:
+        try:
+            ready = bool(select.select([stdin], [], [], wait_s)[0])  # commands waiting, or the end of a pipe
+        except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor to wait on (a notebook kernel)
+            return
+    if not ready:
+        raise UserError(
+            "--break needs a terminal to type pdb commands in, or commands piped on stdin; this stdin has "
+            "neither (in a notebook, `!minitransformer inspect --break` cannot be typed into). From Python: "
+            "`with break_in_attention(model, LAYER, HEAD): model(idx)`, from minitransformer.inspection"
+        )
 
 
 def check_index(name: str, value: int, count: int) -> None:
@@ -80,6 +105,7 @@ def inspect_model(
 
     if break_at is not None:
         stop_layer, stop_head = parse_break(break_at, config.n_layer, config.n_head)
+        check_debugger_input()
         try:
             with break_in_attention(model, stop_layer, stop_head), torch.no_grad():
                 model(idx)
