@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .positional import apply_rotary
+from .taps import Tap, Taps, untapped
 
 
 def causal_mask(T: int, past: int = 0, device: torch.device | None = None) -> torch.Tensor:
@@ -79,6 +80,7 @@ def scaled_dot_product_attention(
     mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    tap: Callable[[str, torch.Tensor], torch.Tensor] = untapped,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(D), masked) v, step by step.
 
@@ -86,6 +88,8 @@ def scaled_dot_product_attention(
     mask: boolean, broadcastable to (B, H, T, S), True where a query may attend; None attends to all.
     scale: multiplies the scores; None means 1/sqrt(D), which keeps the scores' variance near 1
     when q and k have unit-variance entries, so the softmax does not saturate as D grows.
+    tap: where a recorder may look at scores, weights and the heads' outputs, or an intervention
+    replace them (taps.py); by default nobody does.
     Returns out (B, H, T, D) and weights (B, H, T, S): the softmax probabilities, before dropout.
     """
     D = q.shape[-1]
@@ -94,9 +98,12 @@ def scaled_dot_product_attention(
     scores = (q @ k.transpose(-2, -1)) * scale  # (B,H,T,D) @ (B,H,D,S) -> (B,H,T,S)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    scores = tap("scores", scores)
     weights = torch.softmax(scores, dim=-1)  # (B, H, T, S); each row sums to 1
+    weights = tap("weights", weights)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     out = dropped @ v  # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
+    out = tap("heads", out)
     return out, weights
 
 
@@ -107,9 +114,10 @@ class CausalSelfAttention(nn.Module):
     `c_proj` mixes the heads' outputs back into the residual stream (C -> C).
     """
 
-    def __init__(self, config: ModelConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
         self.layer = layer  # which slot of a KVCache this module reads and writes
+        self.tap = Tap(taps, f"blocks.{layer}.attn") if taps is not None else untapped  # taps.py
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -118,8 +126,6 @@ class CausalSelfAttention(nn.Module):
         self.impl = config.attention
         self.causal = config.causal
         self.scale = None if config.scale_attention else 1.0
-        # When set (by inspection.capture_attention), called with every pass's weights (B, H, T, S).
-        self.on_weights: Callable[[torch.Tensor], None] | None = None
 
     def forward(
         self,
@@ -139,6 +145,7 @@ class CausalSelfAttention(nn.Module):
         past, pads = (cache.length, cache.pads) if cache is not None else (0, None)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
+        q, k, v = self.tap("q", q), self.tap("k", k), self.tap("v", v)
         mask = attention_mask(T, past, pads, self.causal, x.device)
         dropout_p = self.dropout if self.training else 0.0
         if self.impl == "manual" or T == 1 and (mask is not None or B > 1):
@@ -146,9 +153,7 @@ class CausalSelfAttention(nn.Module):
             # matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
             # 150 keys: 290 us against 83 us on a 2-core AMD EPYC); for a single row without a
             # mask it is the faster of the two, and is kept.
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale)
-            if self.on_weights is not None:
-                self.on_weights(weights)
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale, self.tap)
         elif mask is not None and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
             # A square (T, T) mask is the plain causal triangle, which the fused kernel builds
             # itself and can skip the masked blocks of.
@@ -157,4 +162,4 @@ class CausalSelfAttention(nn.Module):
             with cached_attention_backends(x.device):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
-        return self.resid_dropout(self.c_proj(out))
+        return self.tap("out", self.resid_dropout(self.c_proj(out)))  # (B, T, C)

@@ -1,7 +1,8 @@
 """Looking inside a model: capture attention maps, draw them in the terminal, stop in the debugger.
 
 - `capture_attention(model)`: a context manager that collects every layer's attention weights
-  (B, H, T, T) during the passes run inside it, without editing the model's code.
+  (B, H, T, T) of the last pass run inside it, through the model's taps (taps.py); the
+  activations module records every activation by name, and changes them.
 - `readable_token`, `token_label`, `heatmap`, `top_attended`, `next_token_table`: text renderings for a terminal.
 - `head_scores`: how much each head acts as a previous-token head and as an induction head.
 - `break_in_attention(model, layer, head)`: stops Python's debugger at the first line of
@@ -19,6 +20,7 @@ Design choices:
 
 import pdb
 import sys
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -45,29 +47,43 @@ def manual_attention(model: GPT):
 
 
 @contextmanager
+def listening(model: GPT, listener):
+    """Add a listener to the model's taps (taps.py) on the explicit attention path, for the block."""
+    with manual_attention(model):
+        model.taps.listeners.append(listener)
+        try:
+            yield
+        finally:
+            model.taps.listeners.remove(listener)
+
+
+@contextmanager
 def capture_attention(model: GPT):
     """Yield a list whose item `layer` becomes that layer's weights (B, H, T, T) after a pass.
 
     with capture_attention(model) as maps:
         model(idx)
     maps[0]  # (B, H, T, T): layer 0's attention, each row a probability distribution
+
+    It keeps the last pass's weights: around `generate`, that is the last step's (one query
+    over the cache); a warning says so. activations.record keeps every pass.
     """
     maps: list[torch.Tensor | None] = [None] * len(model.blocks)
+    passes = [0]
 
-    def store_into(layer: int):
-        def store(weights: torch.Tensor) -> None:
-            maps[layer] = weights.detach()
+    def store(name: str, tensor: torch.Tensor) -> None:
+        if name.endswith(".attn.weights"):
+            layer = int(name.split(".")[1])
+            if layer == 0 and maps[0] is not None:
+                passes[0] += 1
+            maps[layer] = tensor.detach()
 
-        return store
-
-    with manual_attention(model):
-        for layer, block in enumerate(model.blocks):
-            block.attn.on_weights = store_into(layer)
-        try:
-            yield maps
-        finally:
-            for block in model.blocks:
-                block.attn.on_weights = None
+    with listening(model, store):
+        yield maps
+    if passes[0]:
+        warnings.warn(f"capture_attention saw {passes[0] + 1} forward passes and keeps only the last one's "
+                      "weights; to keep every pass (each step of generate), use minitransformer.activations.record",
+                      stacklevel=3)
 
 
 def readable_token(text: str) -> str:

@@ -9,6 +9,8 @@ Design choices:
   loaded into it.
 - GPT-2's initialisation, in one place (`GPT.init_weights`).
 - `forward` always returns `(logits, loss)`: logits (B, T, V), loss None without targets.
+- Every interesting tensor passes a named tap (`self.tap("resid_mid", x)`, taps.py), where the
+  inspection tools record it or replace it; nobody listens by default.
 """
 
 import math
@@ -22,32 +24,36 @@ from .config import ModelConfig
 from .errors import UserError
 from .kv_cache import KVCache
 from .positional import RotaryEmbedding, SinusoidalPositions
+from .taps import Tap, Taps, untapped
 
 class MLP(nn.Module):
     """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, tap=untapped):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.tap = tap  # taps.py: where inspection may look at, or replace, a tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         h = self.c_fc(x)  # (B, T, 4C)
         h = F.gelu(h, approximate="tanh")  # GPT-2 computes GELU with its tanh approximation
-        return self.dropout(self.c_proj(h))  # (B, T, C)
+        h = self.tap("hidden", h)
+        return self.tap("out", self.dropout(self.c_proj(h)))  # (B, T, C)
 
 
 class Block(nn.Module):
     """One transformer block with pre-norm residuals: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, config: ModelConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = CausalSelfAttention(config, layer)
+        self.attn = CausalSelfAttention(config, layer, taps)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, Tap(taps, f"blocks.{layer}.mlp") if taps is not None else untapped)
+        self.tap = Tap(taps, f"blocks.{layer}") if taps is not None else untapped  # taps.py
 
     def forward(
         self,
@@ -56,9 +62,11 @@ class Block(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        x = x + self.attn(self.ln_1(x), rope, cache)  # (B, T, C): tokens exchange information
-        x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token is processed on its own
-        return x
+        x = self.tap("resid_pre", x)
+        x = x + self.attn(self.tap("ln_1", self.ln_1(x)), rope, cache)  # (B, T, C): tokens exchange information
+        x = self.tap("resid_mid", x)
+        x = x + self.mlp(self.tap("ln_2", self.ln_2(x)))  # (B, T, C): each token is processed on its own
+        return self.tap("resid_post", x)
 
 
 class GPT(nn.Module):
@@ -80,7 +88,10 @@ class GPT(nn.Module):
         elif config.position == "rope":
             self.rope = RotaryEmbedding(config.block_size, config.head_size)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        # Named places where inspection may look at or replace a tensor (taps.py); nobody listens by default.
+        self.taps = Taps()
+        self.tap = Tap(self.taps, "")
+        self.blocks = nn.ModuleList(Block(config, layer, self.taps) for layer in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -123,7 +134,7 @@ class GPT(nn.Module):
         With a cache, idx holds only the positions after those already cached.
         """
         x = self.hidden_states(idx, cache)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
+        logits = self.tap("logits", self.lm_head(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         loss = None
         if targets is not None:
             # Cross-entropy of every position's prediction against its next token, averaged.
@@ -134,7 +145,7 @@ class GPT(nn.Module):
         """Logits (B, V) for the token after idx (B, T): the output head on the last position only,
         which is all that generation needs."""
         x = self.hidden_states(idx, cache)  # (B, T, C)
-        return self.lm_head(x[:, -1])  # (B, C) @ (C, V) -> (B, V)
+        return self.tap("logits", self.lm_head(x[:, -1:]))[:, 0]  # (B, 1, C) @ (C, V) -> (B, 1, V) -> (B, V)
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Embeddings, then every block, then the final LayerNorm: (B, T) ids -> (B, T, C).
@@ -153,13 +164,14 @@ class GPT(nn.Module):
         positions = torch.arange(past, past + T, device=idx.device)  # (T,) absolute positions
         if pads is not None:
             positions = (positions - pads[:, None]).clamp(min=0)  # (B, T): each row counts from its first token
-        x = self.wte(idx)  # (B, T, C)
+        x = self.tap("embed", self.wte(idx))  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(positions)  # (B, T, C) + (T, C) or (B, T, C) -> (B, T, C)
+            pos = self.wpe(positions).expand(B, T, -1)  # (T, C) or (B, T, C) -> (B, T, C)
+            x = x + self.tap("pos", pos)  # (B, T, C)
         rope = self.rope(positions) if self.rope is not None else None
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope, cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
-        return self.ln_f(x)  # (B, T, C)
+        return self.tap("ln_f", self.ln_f(x))  # (B, T, C)

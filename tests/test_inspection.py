@@ -61,7 +61,7 @@ def test_capture_leaves_the_model_as_it_was(attention):
         assert all(block.attn.impl == "manual" for block in model.blocks)
     assert all(m is not None for m in maps)
     after_logits, _ = model(idx)
-    assert all(block.attn.impl == attention and block.attn.on_weights is None for block in model.blocks)
+    assert all(block.attn.impl == attention for block in model.blocks) and model.taps.listeners == []
     assert_close(during_logits, before_logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(after_logits, before_logits)
     for key, value in model.state_dict().items():
@@ -114,8 +114,9 @@ def test_inspect_bad_indices(tiny_run, capsys, args, fragment):
 
 
 ATTENTION_LINES = ["D = q.shape[-1]", "if scale is None:", "scale = 1.0 / math.sqrt(D)", "scores = (q @ k.transpose",
-                   "if mask is not None:", "scores = scores.masked_fill", "weights = torch.softmax",
-                   "dropped = F.dropout", "out = dropped @ v", "return out, weights"]
+                   "if mask is not None:", "scores = scores.masked_fill", 'scores = tap("scores"', "weights = torch.softmax",
+                   'weights = tap("weights"', "dropped = F.dropout", "out = dropped @ v", 'out = tap("heads"',
+                   "return out, weights"]
 
 
 def stepped_lines(text: str) -> list[str]:
@@ -125,7 +126,7 @@ def stepped_lines(text: str) -> list[str]:
 
 def test_break_stops_at_the_first_line_and_n_walks_through_attention():
     model = GPT(small_config(attention="sdpa")).eval()
-    commands = io.StringIO("p sorted(locals())\n" + "n\n" * 9 + "p sorted(locals())\np scores.shape\nup\np self.layer\nc\n")
+    commands = io.StringIO("p sorted(locals())\n" + "n\n" * 12 + "p sorted(locals())\np scores.shape\nup\np self.layer\nc\n")
     output = io.StringIO()
     debugger = pdb.Pdb(stdin=commands, stdout=output)
     debugger.use_rawinput = False
@@ -133,9 +134,9 @@ def test_break_stops_at_the_first_line_and_n_walks_through_attention():
         logits, _ = model(torch.randint(0, 37, (1, 6)))
     text = output.getvalue()
     shown = stepped_lines(text)
-    assert len(shown) >= 10 and all(line.startswith(start) for line, start in zip(shown, ATTENTION_LINES))
-    assert "['dropout_p', 'k', 'mask', 'q', 'scale', 'v']" in text  # at the first line: the arguments only
-    assert "['D', 'dropout_p', 'dropped', 'k', 'mask', 'out', 'q', 'scale', 'scores', 'v', 'weights']" in text
+    assert len(shown) >= 13 and all(line.startswith(start) for line, start in zip(shown, ATTENTION_LINES))
+    assert "['dropout_p', 'k', 'mask', 'q', 'scale', 'tap', 'v']" in text  # at the first line: the arguments only
+    assert "['D', 'dropout_p', 'dropped', 'k', 'mask', 'out', 'q', 'scale', 'scores', 'tap', 'v', 'weights']" in text
     assert "torch.Size([1, 4, 6, 6])" in text and "[0, 3]" in text  # the head asked for, in the hint
     assert re.search(r"^\(Pdb\) 1$", text, re.MULTILINE)  # the caller is layer 1's attention module
     assert logits.shape == (1, 6, 37)  # the pass finished after `c`
@@ -146,7 +147,7 @@ def test_break_from_the_command_line_reads_pdb_commands_from_a_pipe(tiny_run):
     result = subprocess.run(
         [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO",
          "--break", "1.2"],
-        input="p q[0, 2].shape\n" + "n\n" * 6 + "p scores[0, 2]\nn\np weights[0, 2].sum(-1)\nc\n",
+        input="p q[0, 2].shape\n" + "n\n" * 6 + "p scores[0, 2]\nn\nn\np weights[0, 2].sum(-1)\nc\n",
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

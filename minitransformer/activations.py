@@ -1,0 +1,190 @@
+"""Every activation by name, and changing them: record, ablate, patch, and the logit lens.
+
+All four listen at the model's taps (taps.py lists the names and shapes):
+- `record(model)`: keep the activations of every forward pass run inside the block, by name;
+- `ablate(model, heads=[(2, 1)], mlps=[0])`: switch heads or MLPs off (zero, or their mean);
+- `patch(model, activations)`: put activations recorded on another prompt into this pass;
+- `logit_lens(model, idx)`: what each layer's residual stream would predict if the model stopped
+  there (the final LayerNorm and the output head applied to it), and `ablation_losses`, how much
+  the loss rises when each head is switched off.
+
+Design choices:
+- Context managers over the same names, so one vocabulary serves looking and changing; the
+  model's code is not edited and is restored when the block ends (attention runs on the explicit
+  path inside, whatever the config says).
+- Mean ablation replaces a head's output (or an MLP's) by its mean over the batch and the
+  positions of the same pass: the head then says "the usual thing" instead of nothing, which
+  separates what it adds for this input from its constant offset.
+"""
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .inspection import listening, manual_attention
+from .model import GPT
+
+ABLATIONS = ("zero", "mean")
+
+
+def wanted(name: str, names) -> bool:
+    """True when names is None, or holds name or a prefix of it ("blocks.1" takes all of block 1)."""
+    return names is None or any(name == n or name.startswith(n + ".") for n in names)
+
+
+@contextmanager
+def record(model: GPT, names=None):
+    """Yield a list that gets one dict {name: tensor} per forward pass run inside the block.
+
+    with record(model) as passes:
+        model(idx)
+    passes[0]["blocks.1.attn.weights"]  # (B, H, T, T)
+
+    Around `generate` every step is a pass: the first holds the prompt's positions, each later
+    one the new token's (T = 1) with keys and values over the whole cache (S positions).
+    names: only these names, or names under these prefixes (all by default). Tensors are
+    detached copies: they stay as recorded whatever runs after.
+    """
+    passes: list[dict[str, torch.Tensor]] = []
+
+    def keep(name: str, tensor: torch.Tensor) -> None:
+        if name == "embed":  # the first tap of every pass
+            passes.append({})
+        if wanted(name, names):
+            passes[-1][name] = tensor.detach().clone()
+
+    with listening(model, keep):
+        yield passes
+
+
+def check_heads_and_mlps(model: GPT, heads, mlps) -> tuple[set[tuple[int, int]], set[int]]:
+    L, H = model.config.n_layer, model.config.n_head
+    heads, mlps = {(int(layer), int(head)) for layer, head in heads}, {int(layer) for layer in mlps}
+    for layer, head in heads:
+        if not (0 <= layer < L and 0 <= head < H):
+            raise UserError(f"head {layer}.{head} does not exist: this model has layers 0 to {L - 1} and heads 0 to {H - 1}")
+    for layer in mlps:
+        if not 0 <= layer < L:
+            raise UserError(f"MLP {layer} does not exist: this model has layers 0 to {L - 1}")
+    return heads, mlps
+
+
+def replacement(tensor: torch.Tensor, how: str) -> torch.Tensor:
+    """What an ablated output (B, T, ...) becomes: zeros, or its mean over batch and positions."""
+    if how == "zero":
+        return torch.zeros_like(tensor)
+    return tensor.mean(dim=(0, 1), keepdim=True).expand_as(tensor)
+
+
+@contextmanager
+def ablate(model: GPT, heads=(), mlps=(), how: str = "zero"):
+    """Inside the block, the given heads (pairs (layer, head)) and MLPs (layers) are switched off.
+
+    A head's output (its slice of blocks.L.attn.heads, (B, T, D)) or an MLP's output
+    (blocks.L.mlp.out, (B, T, C)) becomes zeros (how="zero") or its mean (how="mean").
+    """
+    if how not in ABLATIONS:
+        raise UserError(f"ablation {how!r} is not known; choose one of {list(ABLATIONS)}")
+    heads, mlps = check_heads_and_mlps(model, heads, mlps)
+
+    def switch_off(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        parts = name.split(".")  # blocks, L, attn|mlp, heads|out
+        if len(parts) != 4:
+            return None
+        layer = int(parts[1])
+        if parts[2:] == ["attn", "heads"] and any(l == layer for l, _ in heads):
+            out = tensor.clone()  # (B, H, T, D)
+            for head in sorted(h for l, h in heads if l == layer):
+                out[:, head] = replacement(tensor[:, head], how)  # (B, T, D)
+            return out
+        if parts[2:] == ["mlp", "out"] and layer in mlps:
+            return replacement(tensor, how)  # (B, T, C)
+        return None
+
+    with listening(model, switch_off):
+        yield
+
+
+@contextmanager
+def patch(model: GPT, activations: dict[str, torch.Tensor]):
+    """Inside the block, each named activation is replaced by the given tensor (activation
+    patching): record them on prompt B, patch them into a pass on prompt A of the same length,
+    and see how much of B's behaviour they carry."""
+    def put(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        if name not in activations:
+            return None
+        patched = activations[name]
+        if patched.shape != tensor.shape:
+            raise UserError(f"cannot patch {name}: the given tensor is {tuple(patched.shape)}, this pass's "
+                            f"{tuple(tensor.shape)}; record it from a prompt of the same length")
+        return patched.to(tensor.device, tensor.dtype)
+
+    with listening(model, put):
+        yield
+
+
+@torch.no_grad()
+def logit_lens(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """(L + 1, B, T, V) logits: row 0 from the embeddings (the stream entering block 0), row l + 1
+    from block l's output, each through the final LayerNorm and the output head, as if the model
+    stopped there. The last row is the model's own logits."""
+    L = model.config.n_layer
+    names = ["blocks.0.resid_pre", *(f"blocks.{layer}.resid_post" for layer in range(L))]
+    with record(model, names) as passes:
+        model(idx)
+    streams = torch.stack([passes[0][name] for name in names])  # (L + 1, B, T, C)
+    return model.lm_head(model.ln_f(streams))  # (L + 1, B, T, C) @ (C, V) -> (L + 1, B, T, V)
+
+
+def lens_rows(lens: torch.Tensor, ids: list[int], label, k: int = 1) -> list[dict]:
+    """The logit lens of batch item 0 as data: for each layer and position, the top k tokens with
+    their probabilities and the probability of the token that actually comes next (None at the
+    last position, whose next token the prompt does not hold)."""
+    probs = torch.softmax(lens[:, 0].float(), dim=-1)  # (L + 1, T, V)
+    rows = []
+    for layer in range(probs.shape[0]):
+        for t in range(probs.shape[1]):
+            values, top = probs[layer, t].topk(k)
+            rows.append({
+                "layer": layer, "position": t, "token": label(ids[t]),
+                "top": [(label(i), p) for i, p in zip(top.tolist(), values.tolist())],
+                "p_next": probs[layer, t, ids[t + 1]].item() if t + 1 < len(ids) else None,
+            })
+    return rows
+
+
+def lens_table(rows: list[dict], width: int = 6) -> str:
+    """The logit lens as text: one line per layer ("emb" for the embeddings), one column per
+    position, each cell the top token and, below, the probability of the actual next token."""
+    layers = 1 + max(row["layer"] for row in rows)
+    T = 1 + max(row["position"] for row in rows)
+    cell = {(row["layer"], row["position"]): row for row in rows}
+    name = lambda layer: "emb" if layer == 0 else f"L{layer - 1}"  # noqa: E731
+    lines = ["top token (rows: the stream after each layer; columns: positions)",
+             "       " + "".join(f"{cell[0, t]['token'][:width]:>{width + 1}}" for t in range(T))]
+    for layer in range(layers):
+        lines.append(f"{name(layer):>6} " + "".join(f"{cell[layer, t]['top'][0][0][:width]:>{width + 1}}" for t in range(T)))
+    lines.append("probability of the actual next token")
+    for layer in range(layers):
+        values = [cell[layer, t]["p_next"] for t in range(T)]
+        lines.append(f"{name(layer):>6} " + "".join(f"{'' if p is None else f'{p:.2f}':>{width + 1}}" for p in values))
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "zero") -> tuple[float, torch.Tensor]:
+    """The loss on (x, y) (B, T each) and the loss with each head ablated in turn: (base, (L, H))."""
+    def loss() -> float:
+        logits, _ = model(x)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
+
+    losses = torch.zeros(model.config.n_layer, model.config.n_head)
+    with manual_attention(model):  # the same attention path with and without the ablation
+        base = loss()
+        for layer in range(model.config.n_layer):
+            for head in range(model.config.n_head):
+                with ablate(model, heads=[(layer, head)], how=how):
+                    losses[layer, head] = loss()
+    return base, losses
