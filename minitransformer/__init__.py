@@ -6,5 +6,6 @@ from .config import ModelConfig  # noqa: E402  (the version comes first: formats
 from .generate import generate, generate_batch  # noqa: E402
 from .formats.load import load_model  # noqa: E402
 from .model import GPT  # noqa: E402
+from .training.api import train  # noqa: E402
 
-__all__ = ["GPT", "ModelConfig", "generate", "generate_batch", "load_model", "__version__"]
+__all__ = ["GPT", "ModelConfig", "generate", "generate_batch", "load_model", "train", "__version__"]

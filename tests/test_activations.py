@@ -161,3 +161,36 @@ def test_ablation_losses_rank_every_head():
     with ablate(model, heads=[(1, 3)]), torch.no_grad():
         expected = torch.nn.functional.cross_entropy(model(x)[0].flatten(0, 1), y.flatten()).item()
     assert losses[1, 3].item() == pytest.approx(expected, rel=1e-5) and base != pytest.approx(expected)
+
+
+def test_inspect_ablate_prints_the_change_in_loss_and_distribution(tiny_run, capsys):
+    from minitransformer.commands.cli import main
+
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO: But", "--ablate", "1.2",
+                 "--ablate", "0.mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "ablating head 1.2, MLP 0 (zero)" in out and "loss on the prompt's own next tokens" in out
+    assert out.count("->") >= 11
+
+
+def test_inspect_lens_prints_a_row_per_layer(tiny_run, capsys):
+    from minitransformer.commands.cli import main
+
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO", "--lens"]) == 0
+    out = capsys.readouterr().out
+    assert "top token" in out and "probability of the actual next token" in out
+    assert sum(line.strip().startswith(("emb", "L0", "L1")) for line in out.splitlines()) == 6
+
+
+def test_heads_ranks_every_head_on_the_runs_validation_split(tiny_run, tmp_path, capsys):
+    from minitransformer.commands.cli import main
+    from minitransformer.commands.heads import rank_heads
+
+    assert main(["heads", str(tiny_run), "--batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "validation split" in out and out.count(". head ") == 2 * 4
+    rises = rank_heads(str(tiny_run), batches=1, say=lambda line: None)
+    ranked = [line for line in out.splitlines() if ". head " in line]
+    layer, head = map(int, ranked[0].split("head ")[1].split(":")[0].split("."))
+    assert rises[layer, head] == rises.max()  # the first one listed is the one that matters most
+    assert main(["heads", str(tiny_run), "--batches", "0"]) == 2

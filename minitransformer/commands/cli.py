@@ -77,7 +77,15 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from .inspect_command import inspect_model
 
-    inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device)
+    inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device,
+                  args.ablate, args.how, args.lens)
+    return 0
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from .heads import rank_heads
+
+    rank_heads(args.checkpoint, args.corpus, args.batches, args.how, args.png, args.device)
     return 0
 
 
@@ -153,8 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--png", metavar="FILE", help="also draw the heatmaps into FILE (needs matplotlib)")
     inspect.add_argument("--break", dest="break_at", metavar="LAYER[.HEAD]",
                          help="stop in pdb inside that layer's attention function, e.g. --break 1.2")
+    inspect.add_argument("--ablate", action="append", metavar="L.H|L.mlp",
+                         help="switch a head (e.g. 2.1) or an MLP (e.g. 0.mlp) off and show what changes; repeatable")
+    inspect.add_argument("--how", choices=["zero", "mean"], default="zero",
+                         help="ablation: zeros, or the output's mean over the prompt (default: zero)")
+    inspect.add_argument("--lens", action="store_true",
+                         help="the logit lens: what each layer's residual stream would predict")
     inspect.add_argument("--device", default="cpu", metavar="D")
     inspect.set_defaults(run=run_inspect)
+
+    heads = commands.add_parser("heads", help="rank every attention head by how much the loss rises without it")
+    heads.add_argument("checkpoint", metavar="CHECKPOINT", help="a run, checkpoint or Hugging Face GPT-2 folder")
+    heads.add_argument("--corpus", metavar="TEXT",
+                       help="text to measure the loss on (default: the run's validation split, else Tiny Shakespeare's last 10%%)")
+    heads.add_argument("--batches", type=int, default=4, metavar="N", help="batches of 8 windows (default: 4)")
+    heads.add_argument("--how", choices=["zero", "mean"], default="zero", help="ablation: zeros or the mean (default: zero)")
+    heads.add_argument("--png", metavar="FILE", help="also draw the layers x heads grid (needs matplotlib)")
+    heads.add_argument("--device", default="cpu", metavar="D")
+    heads.set_defaults(run=run_heads)
 
     importer = commands.add_parser("import-gpt2", help="turn a Hugging Face GPT-2 folder (or hub name) into a checkpoint")
     importer.add_argument("source", metavar="SOURCE",

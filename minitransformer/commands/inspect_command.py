@@ -4,6 +4,8 @@ Prints, for each selected layer and head, the attention matrix as a terminal hea
 with the prompt's tokens and the tokens each position attends to most; then the model's
 next-token distribution. `--png` also draws the heatmaps with matplotlib (the optional `plot`
 extra), and `--break LAYER[.HEAD]` stops pdb inside that layer's attention function.
+`--ablate L.H` (or `L.mlp`) shows what switching a head or an MLP off does to the next-token
+distribution and to the loss on the prompt; `--lens` prints the logit lens.
 """
 
 import bdb
@@ -12,10 +14,13 @@ import select
 import sys
 
 import torch
+import torch.nn.functional as F
 
+from ..activations import ablate, lens_rows, lens_table, logit_lens
 from ..errors import UserError
 from ..formats.load import load_model
-from ..inspection import break_in_attention, capture_attention, heatmap, next_token_table, token_label, top_attended
+from ..inspection import (break_in_attention, capture_attention, heatmap, manual_attention, next_token_table, token_label,
+                          top_attended)
 from .plot import import_pyplot
 from ..machine.device import choose_device
 
@@ -56,6 +61,55 @@ def check_debugger_input(wait_s: float = 2.0) -> None:
         )
 
 
+def parse_ablations(texts: list[str], n_layer: int, n_head: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """['2.1', '0.mlp'] -> ([(2, 1)], [0]): heads as LAYER.HEAD, MLPs as LAYER.mlp."""
+    heads, mlps = [], []
+    for text in texts:
+        layer_text, _, what = text.partition(".")
+        try:
+            layer = int(layer_text)
+            head = None if what == "mlp" else int(what)
+        except ValueError:
+            raise UserError(f"--ablate expects LAYER.HEAD or LAYER.mlp, e.g. 1.2 or 0.mlp; got {text!r}")
+        check_index("layer", layer, n_layer)
+        if head is None:
+            mlps.append(layer)
+        else:
+            check_index("head", head, n_head)
+            heads.append((layer, head))
+    return heads, mlps
+
+
+def prompt_loss(logits: torch.Tensor, ids: list[int]) -> float | None:
+    """Mean loss of predicting each next token of the prompt from logits (1, T, V); None for one token."""
+    if len(ids) < 2:
+        return None
+    targets = torch.tensor(ids[1:], device=logits.device)
+    return F.cross_entropy(logits[0, :-1].float(), targets).item()
+
+
+def show_ablation(model, idx: torch.Tensor, ids: list[int], ablations: list[str], how: str, label) -> None:
+    """Print the next-token distribution and the prompt's loss with and without the ablation."""
+    heads, mlps = parse_ablations(ablations, model.config.n_layer, model.config.n_head)
+    with manual_attention(model), torch.no_grad():
+        before, _ = model(idx)  # (1, T, V)
+        with ablate(model, heads, mlps, how):
+            after, _ = model(idx)
+    what = ", ".join([f"head {layer}.{head}" for layer, head in heads] + [f"MLP {layer}" for layer in mlps])
+    print(f"ablating {what} ({how}):")
+    loss_before, loss_after = prompt_loss(before, ids), prompt_loss(after, ids)
+    if loss_before is not None:
+        print(f"loss on the prompt's own next tokens: {loss_before:.4f} -> {loss_after:.4f} "
+              f"({loss_after - loss_before:+.4f})")
+    p_before = torch.softmax(before[0, -1].float(), -1)
+    p_after = torch.softmax(after[0, -1].float(), -1)
+    print("next token: probability before -> after (the 10 most likely before, then after)")
+    for i in p_before.topk(min(10, p_before.shape[0])).indices.tolist():
+        print(f"  {p_before[i]:6.1%} -> {p_after[i]:6.1%}  {label(i)}")
+    print("most likely after the ablation:")
+    print(next_token_table(after[0, -1], label, k=5))
+
+
 def check_index(name: str, value: int, count: int) -> None:
     if not 0 <= value < count:
         raise UserError(f"--{name} {value} does not exist: this model has {count} {name}s, numbered 0 to {count - 1}")
@@ -91,7 +145,11 @@ def inspect_model(
     png: str | None = None,
     break_at: str | None = None,
     device: str = "cpu",
+    ablations: list[str] | None = None,
+    how: str = "zero",
+    lens: bool = False,
 ) -> None:
+    """What `minitransformer inspect` prints (see the module's docstring); the arguments are its flags."""
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
     config = model.config
@@ -115,6 +173,14 @@ def inspect_model(
         print("the forward pass finished; run without --break to see the attention heatmaps")
         return
 
+    label = lambda i: token_label(tokenizer, i)  # noqa: E731
+    if ablations:
+        show_ablation(model, idx, ids, ablations, how, label)
+        return
+    if lens:
+        print(lens_table(lens_rows(logit_lens(model, idx), ids, label)))
+        return
+
     for name, value, count in (("layer", layer, config.n_layer), ("head", head, config.n_head)):
         if value is not None:
             check_index(name, value, count)
@@ -130,7 +196,7 @@ def inspect_model(
             print("most attended (token@position weight):")
             print(top_attended(weights, labels) + "\n")
     print("next-token distribution (top 10):")
-    print(next_token_table(logits[0, -1], lambda i: token_label(tokenizer, i)))
+    print(next_token_table(logits[0, -1], label))
     if png is not None:
         save_png(maps, layers, heads, labels, png)
         print(f"\nwrote {png}")

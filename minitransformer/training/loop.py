@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
 from ..formats.checkpoint import save_checkpoint
 from ..config import RunConfig, TrainConfig
@@ -140,10 +141,10 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
         except OSError:
             check_folder(run)  # as in save_run
             raise
-        run.logged = (state.step, state.elapsed_s)
         if new_best:
             save_run(run, "best")
         save_run(run, "last")
+    run.logged = (state.step, state.elapsed_s)  # on every rank: evaluation_due must agree across ranks
     return losses
 
 
@@ -247,13 +248,14 @@ def describe(run: Run) -> str:
 
 
 def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
-          init_from: str | None = None, remeasure: bool = False) -> dict:
+          init_from: str | None = None, remeasure: bool = False, progress_bar: str | None = None) -> dict:
     """Train as `config` says; returns the step reached, the last evaluation's losses, and why it stopped.
 
     pause_after: stop after this many steps in this call (saving `last/`), to be continued later
     with resume=True; the schedule is unaffected. init_from: a checkpoint, run or Hugging Face
     GPT-2 folder whose model a new run starts from (fine-tuning). remeasure: measure the precision
-    that train.dtype = "auto" picks again, instead of taking the remembered verdict.
+    that train.dtype = "auto" picks again, instead of taking the remembered verdict. progress_bar:
+    None shows the bar on a terminal only; "auto" also in Jupyter (tqdm.auto), as training/api.py asks.
     """
     cfg = config.train
     if pause_after is not None and pause_after < 1:
@@ -281,9 +283,11 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
                 start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)
             run.lock = lock
             say(describe(run))
-            # disable=None: no bar when stderr is not a terminal (a log file, a pipe, a notebook).
-            bar = tqdm(total=100, initial=round(100 * progress_of(run)), disable=True if quiet else None,
-                       dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+            # disable=None: no bar when stderr is not a terminal (a log file, a pipe); "auto" picks
+            # Jupyter's widget in a notebook, the text bar elsewhere.
+            bar_type, shown = (auto_tqdm, not quiet) if progress_bar == "auto" else (tqdm, False if quiet else None)
+            bar = bar_type(total=100, initial=round(100 * progress_of(run)), disable=None if shown is None else not shown,
+                           dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
             if not quiet:
                 say.write = bar.write
             try:
@@ -311,6 +315,18 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         stop_distributed(finished)
 
 
+# A run on a time budget also evaluates whenever this fraction of the budget has passed since the
+# last evaluation, so that a slow or busy machine still draws a curve, whatever its step rate.
+EVAL_BUDGET_FRACTION = 0.1
+
+
+def evaluation_due(run: Run) -> bool:
+    """True when a time-budgeted run has trained EVAL_BUDGET_FRACTION of its budget since the last row
+    (rank 0's clock, shared by every rank, decides)."""
+    budget = run.config.train.time_budget_s
+    return budget > 0 and run.state.elapsed_s - run.logged[1] >= EVAL_BUDGET_FRACTION * budget
+
+
 def resume_command(out_dir: Path, ranks: Ranks) -> str:
     launcher = f"torchrun --nproc_per_node={ranks.world} -m minitransformer" if ranks.world > 1 else "minitransformer"
     return f"{launcher} train --out {out_dir} --resume"
@@ -333,7 +349,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             if state.now(state.schedule.unit) >= state.schedule.end:
                 break
             # A resumed run's first step was evaluated before the run stopped.
-            if step % cfg.eval_interval == 0 and not (resume and step == start_step):
+            if (step % cfg.eval_interval == 0 or evaluation_due(run)) and not (resume and step == start_step):
                 losses = evaluate_and_save(run, saved_step)
                 saved_step = step
             interrupted = run.ranks.any(stop.requested)  # a Ctrl-C seen by any rank stops them all here

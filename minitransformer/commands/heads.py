@@ -1,0 +1,89 @@
+"""The `heads` command: which attention heads matter, measured by switching each one off.
+
+For a checkpoint, it computes the loss on held-out text, then the same loss with each head
+ablated in turn (activations.ablation_losses), and prints every head ranked by how much the loss
+rises, with a layers x heads grid; `--png` draws the grid with matplotlib.
+
+Design choices:
+- The text is the run's own validation split when the checkpoint sits in a run folder with its
+  tokenised data, so the heads are judged on text the model never trained on; otherwise the last
+  10% of a corpus (Tiny Shakespeare by default), tokenised with the model's tokenizer.
+- Windows are drawn with a fixed seed: the same command gives the same ranking.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..activations import ablation_losses
+from ..errors import UserError
+from ..formats.load import load_model
+from ..inspection import shade
+from ..machine.device import choose_device
+from ..training.corpus import SHIPPED_CORPUS, read_corpus
+from ..training.data import get_batch, read_meta
+from .plot import import_pyplot
+
+BATCH = 8  # windows per batch
+
+
+def held_out_tokens(checkpoint: str, corpus: str | None, tokenizer) -> tuple[np.ndarray, str]:
+    """Token ids to measure the loss on, and where they came from."""
+    if corpus is None:
+        for folder in (Path(checkpoint), Path(checkpoint).parent):
+            meta = read_meta(folder / "data")
+            if meta is not None and meta["tokenizer"] == tokenizer.describe() and (folder / "data" / "val.bin").is_file():
+                return np.memmap(folder / "data" / "val.bin", dtype=meta["dtype"], mode="r"), f"{folder / 'data'}'s validation split"
+        corpus = SHIPPED_CORPUS
+    text = read_corpus(corpus)
+    held_out = text[int(len(text) * 0.9):]
+    return np.array(tokenizer.encode(held_out), dtype=np.int64), f"the last 10% of {corpus}"
+
+
+def grid(rises: torch.Tensor) -> str:
+    """Layers x heads as shaded cells, darker for a larger rise in loss."""
+    top = max(rises.max().item(), 1e-9)
+    lines = ["        " + "".join(f"h{head:<3}" for head in range(rises.shape[1]))]
+    for layer in range(rises.shape[0]):
+        cells = "".join(shade(max(rise, 0.0) / top) * 3 + " " for rise in rises[layer].tolist())
+        lines.append(f"layer {layer:<2}{cells}")
+    return "\n".join(lines) + "\n(darker: the loss rises more without that head)"
+
+
+def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how: str = "zero",
+               png: str | None = None, device: str = "cpu", say=print) -> torch.Tensor:
+    """Print every head ranked by the rise in loss when it is ablated; returns the rises (L, H)."""
+    if batches < 1:
+        raise UserError(f"--batches must be at least 1, got {batches}")
+    torch_device = choose_device(device)
+    model, tokenizer = load_model(checkpoint, torch_device)
+    tokens, source = held_out_tokens(checkpoint, corpus, tokenizer)
+    T = min(model.config.block_size, 256)
+    if len(tokens) <= T:
+        raise UserError(f"{source} has {len(tokens)} tokens, too few for windows of {T}; give a longer --corpus")
+    generator = torch.Generator().manual_seed(0)
+    pairs = [get_batch(tokens, BATCH, T, generator, torch_device) for _ in range(batches)]
+    x, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])  # (batches * BATCH, T) each
+    base, losses = ablation_losses(model, x, y, how)
+    rises = losses - base  # (L, H)
+    say(f"loss on {len(x)} windows of {T} tokens from {source}: {base:.4f}; with one head ablated ({how}):")
+    order = sorted(((rises[l, h].item(), l, h) for l in range(rises.shape[0]) for h in range(rises.shape[1])), reverse=True)
+    for rank, (rise, layer, head) in enumerate(order, 1):
+        say(f"{rank:>4}. head {layer}.{head}: {losses[layer, head]:.4f} ({rise:+.4f})")
+    say(grid(rises))
+    if png is not None:
+        plt = import_pyplot()
+        if plt is None:
+            raise UserError('--png needs matplotlib: pip install -e ".[plot]" (or pip install matplotlib)')
+        figure, ax = plt.subplots(figsize=(1 + 0.6 * rises.shape[1], 1 + 0.5 * rises.shape[0]))
+        image = ax.imshow(rises.numpy(), cmap="magma")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"loss rise without each head (base {base:.3f})", fontsize=9)
+        figure.colorbar(image, ax=ax)
+        figure.tight_layout()
+        figure.savefig(png, dpi=120)
+        plt.close(figure)
+        say(f"wrote {png}")
+    return rises

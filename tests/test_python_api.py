@@ -1,0 +1,56 @@
+"""Training from Python, as a notebook does: `model, tokenizer, metrics = train(...)`."""
+
+import shutil
+
+import pytest
+import torch
+
+from minitransformer import GPT, generate, train
+from minitransformer.errors import UserError
+from tests.conftest import TINY
+
+QUICK = dict(sample_tokens=0, eval_batches=2)
+
+
+@pytest.fixture
+def out(tmp_path, tiny_data):
+    folder = tmp_path / "nb"
+    shutil.copytree(tiny_data, folder / "data")
+    return folder
+
+
+def test_train_returns_the_model_its_tokenizer_and_the_metrics(out, capsys):
+    model, tokenizer, metrics = train(TINY, out=out, max_steps=20, eval_interval=10, **QUICK)
+    assert isinstance(model, GPT) and not model.training and model.config.n_layer == 2
+    assert [row["step"] for row in metrics] == [0, 10, 20]
+    text = tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("RO")]), 5, temperature=0.0)[0].tolist())
+    assert text.startswith("RO") and len(text) == 7
+    captured = capsys.readouterr()
+    assert "step     10: train loss" in captured.out  # evaluation lines as they happen
+    assert "%|" in captured.err  # the progress bar (tqdm.auto: a widget in Jupyter, text here)
+
+
+def test_overrides_by_name_or_with_their_table_and_resume(out):
+    train(TINY, out=out, quiet=True, **{"train.max_steps": 10, "model.n_embd": 48, "eval_interval": 5}, **QUICK)
+    model, _, metrics = train(out=out, resume=True, quiet=True, max_steps=15)
+    assert model.config.n_embd == 48 and [row["step"] for row in metrics] == [0, 5, 10, 15]
+
+
+def test_errors_give_python_advice_not_command_line_flags(out):
+    train(TINY, out=out, quiet=True, max_steps=5, **QUICK)
+    with pytest.raises(UserError) as error:
+        train(TINY, out=out, quiet=True, max_steps=5)
+    assert "resume=True" in str(error.value) and "--" not in str(error.value)
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+    with pytest.raises(UserError, match="unknown setting 'max_step'.*max_steps"):
+        train(TINY, out=out, max_step=5)
+    with pytest.raises(UserError, match="train.learning_rate must be a finite number"):
+        train(TINY, out=out, learning_rate=float("nan"))
+
+
+def test_a_time_budget_evaluates_on_time_whatever_the_step_rate(out):
+    """eval_interval far beyond the run: a 2-second budget still gets a row every ~0.2 s."""
+    _, _, metrics = train(TINY, out=out, quiet=True, time_budget_s=2.0, max_steps=10**6, eval_interval=10**6, **QUICK)
+    assert len(metrics) >= 8
+    gaps = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(metrics, metrics[1:])]
+    assert max(gaps) < 0.2 + 0.15  # a tenth of the budget, plus at most one step's worth
