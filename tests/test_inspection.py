@@ -97,7 +97,7 @@ def test_inspect_png(tiny_run, tmp_path, capsys):
 
 
 def test_inspect_png_without_matplotlib_says_how_to_install(tiny_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("minitransformer.commands.inspect_command.import_pyplot", lambda: None)
+    monkeypatch.setattr("minitransformer.figures.available", lambda: False)
     assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "Hello", "--png", str(tmp_path / "a.png")]) == 2
     assert 'pip install -e ".[plot]"' in capsys.readouterr().err
 
@@ -173,7 +173,7 @@ def test_break_without_a_terminal_or_commands_is_one_line_not_a_hang(tiny_run):
 
 
 def test_plot_text_chart_without_matplotlib(tiny_run, capsys, monkeypatch):
-    monkeypatch.setattr("minitransformer.commands.plot.import_pyplot", lambda: None)
+    monkeypatch.setattr("minitransformer.figures.available", lambda: False)
     assert main(["plot", str(tiny_run), "--png", "ignored.png"]) == 0
     out = capsys.readouterr().out
     assert "matplotlib is not installed" in out

@@ -78,7 +78,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from .inspect_command import inspect_model
 
     inspect_model(args.checkpoint, args.prompt, args.layer, args.head, args.png, args.break_at, args.device,
-                  args.ablate, args.how, args.lens)
+                  args.ablate, args.how, args.lens, args.html)
     return 0
 
 
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ablation: zeros, or the output's mean over the prompt (default: zero)")
     inspect.add_argument("--lens", action="store_true",
                          help="the logit lens: what each layer's residual stream would predict")
+    inspect.add_argument("--html", metavar="FILE",
+                         help="write the explorer: one self-contained page of attention, logit lens and ablations")
     inspect.add_argument("--device", default="cpu", metavar="D")
     inspect.set_defaults(run=run_inspect)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import figures
 from ..activations import ablation_losses
 from ..errors import UserError
 from ..formats.load import load_model
@@ -23,7 +24,6 @@ from ..inspection import shade
 from ..machine.device import choose_device
 from ..training.corpus import SHIPPED_CORPUS, read_corpus
 from ..training.data import get_batch, read_meta
-from .plot import import_pyplot
 
 BATCH = 8  # windows per batch
 
@@ -56,6 +56,8 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
     """Print every head ranked by the rise in loss when it is ablated; returns the rises (L, H)."""
     if batches < 1:
         raise UserError(f"--batches must be at least 1, got {batches}")
+    if png is not None:
+        figures.check_available("--png")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
     tokens, source = held_out_tokens(checkpoint, corpus, tokenizer)
@@ -73,17 +75,6 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
         say(f"{rank:>4}. head {layer}.{head}: {losses[layer, head]:.4f} ({rise:+.4f})")
     say(grid(rises))
     if png is not None:
-        plt = import_pyplot()
-        if plt is None:
-            raise UserError('--png needs matplotlib: pip install -e ".[plot]" (or pip install matplotlib)')
-        figure, ax = plt.subplots(figsize=(1 + 0.6 * rises.shape[1], 1 + 0.5 * rises.shape[0]))
-        image = ax.imshow(rises.numpy(), cmap="magma")
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_title(f"loss rise without each head (base {base:.3f})", fontsize=9)
-        figure.colorbar(image, ax=ax)
-        figure.tight_layout()
-        figure.savefig(png, dpi=120)
-        plt.close(figure)
+        figures.save(figures.plot_head_ablation(rises, base), png)
         say(f"wrote {png}")
     return rises

@@ -5,7 +5,8 @@ with the prompt's tokens and the tokens each position attends to most; then the 
 next-token distribution. `--png` also draws the heatmaps with matplotlib (the optional `plot`
 extra), and `--break LAYER[.HEAD]` stops pdb inside that layer's attention function.
 `--ablate L.H` (or `L.mlp`) shows what switching a head or an MLP off does to the next-token
-distribution and to the loss on the prompt; `--lens` prints the logit lens.
+distribution and to the loss on the prompt; `--lens` prints the logit lens; `--html FILE` writes
+the clickable explorer (explorer.py).
 """
 
 import bdb
@@ -17,11 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from ..activations import ablate, lens_rows, lens_table, logit_lens
+from .. import figures
 from ..errors import UserError
+from ..explorer import explore
 from ..formats.load import load_model
 from ..inspection import (break_in_attention, capture_attention, heatmap, manual_attention, next_token_table, token_label,
                           top_attended)
-from .plot import import_pyplot
 from ..machine.device import choose_device
 
 LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
@@ -115,28 +117,6 @@ def check_index(name: str, value: int, count: int) -> None:
         raise UserError(f"--{name} {value} does not exist: this model has {count} {name}s, numbered 0 to {count - 1}")
 
 
-def save_png(maps: list[torch.Tensor], layers: list[int], heads: list[int], labels: list[str], path: str) -> None:
-    """A grid of heatmaps, one row per layer and one column per head."""
-    plt = import_pyplot()
-    if plt is None:
-        raise UserError('--png needs matplotlib: pip install -e ".[plot]" (or pip install matplotlib)')
-    T = len(labels)
-    size = max(2.5, 0.25 * T)
-    figure, axes = plt.subplots(len(layers), len(heads), figsize=(size * len(heads), size * len(layers)), squeeze=False)
-    for row, layer in enumerate(layers):
-        for column, head in enumerate(heads):
-            ax = axes[row][column]
-            ax.imshow(maps[layer][0, head].float().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
-            ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
-            ax.set_yticks(range(T), labels, fontsize=7)
-            ax.set_xlabel("key", fontsize=8)
-            ax.set_ylabel("query", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def inspect_model(
     checkpoint: str,
     prompt: str,
@@ -148,8 +128,11 @@ def inspect_model(
     ablations: list[str] | None = None,
     how: str = "zero",
     lens: bool = False,
+    html: str | None = None,
 ) -> None:
     """What `minitransformer inspect` prints (see the module's docstring); the arguments are its flags."""
+    if png is not None:
+        figures.check_available("--png")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
     config = model.config
@@ -180,6 +163,10 @@ def inspect_model(
     if lens:
         print(lens_table(lens_rows(logit_lens(model, idx), ids, label)))
         return
+    if html is not None:
+        path = explore(model, tokenizer, prompt).save(html)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser; it needs no network")
+        return
 
     for name, value, count in (("layer", layer, config.n_layer), ("head", head, config.n_head)):
         if value is not None:
@@ -198,5 +185,5 @@ def inspect_model(
     print("next-token distribution (top 10):")
     print(next_token_table(logits[0, -1], label))
     if png is not None:
-        save_png(maps, layers, heads, labels, png)
+        figures.save(figures.plot_attention(maps, labels, layers, heads), png)
         print(f"\nwrote {png}")

@@ -7,6 +7,7 @@ it prints a compact text chart, so the command works everywhere.
 import sys
 from pathlib import Path
 
+from .. import figures
 from ..errors import UserError
 from ..training.run_folder import read_metrics_rows
 
@@ -54,40 +55,12 @@ def text_chart(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def import_pyplot():
-    """matplotlib.pyplot, set up to write files without a window; None if matplotlib is missing."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(plt, rows: list[dict], path: str, title: str) -> None:
-    figure, ax = plt.subplots(figsize=(7, 4))
-    steps = [row["step"] for row in rows]
-    ax.plot(steps, [row["train_loss"] for row in rows], label="train", marker=".")
-    ax.plot(steps, [row["val_loss"] for row in rows], label="val", marker=".")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (cross-entropy, nats per token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def plot_run(run_dir: str, png: str | None = None) -> None:
     rows = read_metrics(run_dir)
-    plt = import_pyplot() if png is not None else None
-    if plt is not None:
-        save_png(plt, rows, png, str(run_dir))
+    if png is not None and figures.available():
+        figures.save(figures.plot_loss(rows, str(run_dir)), png)
         print(f"wrote {png}")
         return
     if png is not None:
-        print('matplotlib is not installed, so here is a text chart instead; for a PNG: pip install -e ".[plot]"')
+        print(f"matplotlib is not installed, so here is a text chart instead; for a PNG: {figures.INSTALL}")
     print(text_chart(rows))

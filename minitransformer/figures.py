@@ -1,0 +1,96 @@
+"""Pictures with matplotlib (the optional `plot` extra): loss curves, attention maps, head ablations.
+
+Each function returns a matplotlib `Figure`: in Jupyter it shows when it is a cell's value, and
+`figure.savefig("x.png")` writes it (the `plot`, `inspect --png` and `heads --png` commands do).
+
+Design choice: figures are made with matplotlib's object-oriented `Figure`, never pyplot, so no
+global figure list grows and the notebook's backend is left as it is.
+"""
+
+import importlib
+
+import torch
+
+from .errors import UserError
+
+INSTALL = 'pip install -e ".[plot]" (or pip install matplotlib)'
+
+
+def available() -> bool:
+    """True when matplotlib can be imported."""
+    try:
+        importlib.import_module("matplotlib.figure")
+    except ImportError:
+        return False
+    return True
+
+
+def check_available(flag: str) -> None:
+    """Refuse a flag that draws with matplotlib when it is not installed, before any work."""
+    if not available():
+        raise UserError(f"{flag} needs matplotlib: {INSTALL}")
+
+
+def new_figure(width: float, height: float):
+    if not available():
+        raise UserError(f"drawing needs matplotlib: {INSTALL}")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="tight")
+
+
+def plot_loss(rows: list[dict], title: str = ""):
+    """Train and val loss against steps, from metrics rows (train()'s metrics, or metrics.jsonl)."""
+    figure = new_figure(7, 4)
+    ax = figure.add_subplot()
+    steps = [row["step"] for row in rows]
+    ax.plot(steps, [row["train_loss"] for row in rows], label="train", marker=".")
+    ax.plot(steps, [row["val_loss"] for row in rows], label="val", marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (cross-entropy, nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure
+
+
+def plot_attention(maps: list[torch.Tensor], labels: list[str], layers: list[int] | None = None,
+                   heads: list[int] | None = None):
+    """A grid of attention maps (batch item 0), one row per layer and one column per head, the
+    axes labelled with the tokens; maps as capture_attention or record give them."""
+    layers = list(range(len(maps))) if layers is None else layers
+    heads = list(range(maps[0].shape[1])) if heads is None else heads
+    T = len(labels)
+    size = max(2.5, 0.25 * T)
+    figure = new_figure(size * len(heads), size * len(layers))
+    axes = figure.subplots(len(layers), len(heads), squeeze=False)
+    for row, layer in enumerate(layers):
+        for column, head in enumerate(heads):
+            ax = axes[row][column]
+            ax.imshow(maps[layer][0, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(T), labels, fontsize=7)
+            ax.set_xlabel("key", fontsize=8)
+            ax.set_ylabel("query", fontsize=8)
+    return figure
+
+
+def plot_head_ablation(rises: torch.Tensor, base: float):
+    """The rise in loss when each head is switched off, as a layers x heads grid."""
+    figure = new_figure(1 + 0.6 * rises.shape[1], 1 + 0.5 * rises.shape[0])
+    ax = figure.add_subplot()
+    image = ax.imshow(rises.numpy(), cmap="magma")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"loss rise without each head (base {base:.3f})", fontsize=9)
+    figure.colorbar(image, ax=ax)
+    return figure
+
+
+def save(figure, path: str) -> None:
+    """Write a figure to a file, or say in one line why it cannot be."""
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror}); choose another file")
