@@ -235,3 +235,18 @@ def test_head_scores_find_previous_token_and_induction_patterns():
     assert_close(prev_scores[0], torch.tensor([1.0, 0.0, uniform[torch.arange(1, T), torch.arange(T - 1)].mean()]))
     assert induction_scores[0, 1] == 1.0 and induction_scores[0, 0] == 0.0
     assert 0 < induction_scores[0, 2] < 0.25
+
+
+def test_the_readmes_pdb_transcript_is_what_pdb_shows(tiny_run):
+    """The commands typed in the README's transcript, replayed on the tiny model (the lines pdb
+    stops at do not depend on the weights): pdb must stop at exactly the lines the README shows."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- pdb-transcript -->\n```\n", 1)[1].split("\n```", 1)[0]
+    commands = [line.removeprefix("(Pdb) ") for line in block.splitlines() if line.startswith("(Pdb) ")]
+    shown = [line for line in block.splitlines() if line.startswith("-> ")]
+    result = subprocess.run(
+        [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO:",
+         "--break", "1.1"], input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert [line.rstrip() for line in result.stdout.splitlines() if line.startswith("-> ")] == shown
+    assert "torch.Size([6, 8])" in result.stdout and "-inf" in result.stdout  # q[0, 1]: (T, D) of the tiny model
