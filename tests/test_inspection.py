@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import os
 import pdb
 import re
 import subprocess
@@ -143,33 +144,16 @@ def test_break_stops_at_the_first_line_and_n_walks_through_attention():
     assert model.blocks[1].attn.impl == "sdpa" and sys.gettrace() is None
 
 
-def test_break_from_the_command_line_reads_pdb_commands_from_a_pipe(tiny_run):
-    result = subprocess.run(
-        [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "ROMEO",
-         "--break", "1.2"],
-        input="p q[0, 2].shape\n" + "n\n" * 6 + "p scores[0, 2]\nn\nn\np weights[0, 2].sum(-1)\nc\n",
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "layer 1" in result.stdout and "p scores[0, 2]" in result.stdout
-    assert "torch.Size([5, 8])" in result.stdout  # q[0, 2]: (T, D) for 5 tokens, D = 32 // 4
-    assert all(line.startswith(start) for line, start in zip(stepped_lines(result.stdout), ATTENTION_LINES))
-    assert "-inf" in result.stdout  # the masked scores of head 2, printed after the mask's line
-    assert "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000])" in result.stdout
-
-
-def test_break_without_a_terminal_or_commands_is_one_line_not_a_hang(tiny_run):
+def test_break_without_a_terminal_or_commands_is_one_line_not_a_hang(tiny_run, capsys, monkeypatch):
     """A notebook's `!minitransformer inspect --break`: stdin is a pipe that nobody writes to."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "minitransformer", "inspect", "--checkpoint", str(tiny_run), "--prompt", "RO",
-         "--break", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    reader, writer = os.pipe()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(reader))
+    monkeypatch.setattr("minitransformer.commands.inspect_command.DEBUGGER_INPUT_WAIT_S", 0.2)
     try:
-        process.wait(timeout=60)  # stdin stays open and silent all the while
-        stderr = process.stderr.read()
+        assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "RO", "--break", "0"]) == 2
     finally:
-        process.kill()
-        process.stdin.close()
-    assert process.returncode == 2 and "break_in_attention" in stderr and stderr.count("\n") == 1
+        os.close(writer)
+    assert "break_in_attention" in capsys.readouterr().err
 
 
 def test_plot_text_chart_without_matplotlib(tiny_run, capsys, monkeypatch):
@@ -249,4 +233,6 @@ def test_the_readmes_pdb_transcript_is_what_pdb_shows(tiny_run):
          "--break", "1.1"], input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert [line.rstrip() for line in result.stdout.splitlines() if line.startswith("-> ")] == shown
+    assert "layer 1" in result.stdout and "p scores[0, 1]" in result.stdout  # the hint names the head's slice
     assert "torch.Size([6, 8])" in result.stdout and "-inf" in result.stdout  # q[0, 1]: (T, D) of the tiny model
+    assert "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])" in result.stdout

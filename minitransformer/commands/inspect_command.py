@@ -41,7 +41,11 @@ def parse_break(text: str, n_layer: int, n_head: int) -> tuple[int, int]:
     return layer, head
 
 
-def check_debugger_input(wait_s: float = 2.0) -> None:
+# How long a stdin that is neither a terminal nor a pipe with commands may stay silent.
+DEBUGGER_INPUT_WAIT_S = 2.0
+
+
+def check_debugger_input() -> None:
     """pdb reads its commands from stdin: a terminal, or a pipe with commands in it. A stdin that
     is neither and stays silent (a notebook's `!minitransformer inspect --break`) would leave pdb
     waiting forever: refuse it with the way to do the same from Python."""
@@ -52,7 +56,7 @@ def check_debugger_input(wait_s: float = 2.0) -> None:
         return
     else:
         try:
-            ready = bool(select.select([stdin], [], [], wait_s)[0])  # commands waiting, or the end of a pipe
+            ready = bool(select.select([stdin], [], [], DEBUGGER_INPUT_WAIT_S)[0])  # commands, or a pipe's end
         except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor to wait on (a notebook kernel)
             return
     if not ready:

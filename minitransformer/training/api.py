@@ -37,8 +37,6 @@ PYTHON_ADVICE = [
     (re.compile(r"--init-from"), "init_from="),
     (re.compile(r"--pause-after"), "pause_after"),
     (re.compile(r"--remeasure"), "remeasure=True"),
-    (re.compile(r"(?:minitransformer|torchrun \S+ -m minitransformer) train --out (\S+) resume=True"),
-     r"train(out='\1', resume=True)"),
 ]
 
 
@@ -94,7 +92,8 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
         merged = {section: {**tables.get(section, {}), **changes[section]} for section in SECTIONS}
         run_config = load_config(tables=merged)
         run_training(run_config, resume=resume, pause_after=pause_after, quiet=quiet, init_from=init_from,
-                     remeasure=remeasure, progress_bar="auto")
+                     remeasure=remeasure, progress_bar="auto",
+                     resume_hint=lambda folder: f"train(out={str(folder)!r}, resume=True)")
     except UserError as error:
         raise UserError(python_advice(str(error))) from None
     out_dir = Path(run_config.train.out_dir)

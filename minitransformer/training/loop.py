@@ -248,7 +248,8 @@ def describe(run: Run) -> str:
 
 
 def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
-          init_from: str | None = None, remeasure: bool = False, progress_bar: str | None = None) -> dict:
+          init_from: str | None = None, remeasure: bool = False, progress_bar: str | None = None,
+          resume_hint=None) -> dict:
     """Train as `config` says; returns the step reached, the last evaluation's losses, and why it stopped.
 
     pause_after: stop after this many steps in this call (saving `last/`), to be continued later
@@ -256,6 +257,7 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     GPT-2 folder whose model a new run starts from (fine-tuning). remeasure: measure the precision
     that train.dtype = "auto" picks again, instead of taking the remembered verdict. progress_bar:
     None shows the bar on a terminal only; "auto" also in Jupyter (tqdm.auto), as training/api.py asks.
+    resume_hint(out_dir): how to resume, in the caller's terms (default: the command line).
     """
     cfg = config.train
     if pause_after is not None and pause_after < 1:
@@ -264,6 +266,7 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     out_dir = Path(cfg.out_dir)
     ranks, device = start_distributed(cfg.device)
+    how_to_resume = resume_hint(out_dir) if resume_hint is not None else resume_command(out_dir, ranks)
     if device.type == "cuda":
         # TF32 matrix products: float32 range with a 10-bit mantissa, several times faster on
         # Ampere and later, and what bf16 autocast leaves in float32 is not precision-critical.
@@ -296,17 +299,17 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
                 if not ranks.lost_peer(error):
                     raise
                 raise UserError(f"another training process stopped ({str(error).splitlines()[0][:120]}); "
-                                f"{out_dir / 'last'} is intact; resume with: {resume_command(out_dir, ranks)}")
+                                f"{out_dir / 'last'} is intact; resume with: {how_to_resume}")
             finally:
                 bar.close()
         state = run.state
         if result["stopped_by"] == "output closed":
             raise UserError(f"standard output was closed (the program reading it exited), so training stopped at "
-                            f"step {state.step}; saved {out_dir / 'last'}. Resume with: {resume_command(out_dir, ranks)}")
+                            f"step {state.step}; saved {out_dir / 'last'}. Resume with: {how_to_resume}")
         if result["stopped_by"] is not None:
             verb = "interrupted" if result["stopped_by"] == "interrupt" else "paused"
             say(f"{verb} at step {state.step}; saved {out_dir / 'last'}. "
-                f"Resume with: {resume_command(out_dir, ranks)}")
+                f"Resume with: {how_to_resume}")
         elif cfg.sample_tokens > 0 and not quiet:
             print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed, say)
         finished = True
