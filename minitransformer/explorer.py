@@ -31,6 +31,7 @@ import torch
 from .activations import ablation_losses, lens_rows, logit_lens
 from .errors import UserError
 from .inspection import capture_attention, token_label
+from .machine.files import write_atomically
 from .model import GPT
 
 QUANT = 65535  # weights are stored as round(weight * QUANT) in 16 bits
@@ -47,9 +48,10 @@ class Explorer:
                 'title="minitransformer explorer"></iframe>')
 
     def save(self, path: str | Path) -> Path:
+        """Write the page to path, whole or not at all."""
         path = Path(path)
         try:
-            path.write_text(self.html, encoding="utf-8")
+            write_atomically(path, lambda temp: temp.write_text(self.html, encoding="utf-8"))
         except OSError as error:
             raise UserError(f"cannot write {path} ({error.strerror}); choose another file")
         return path

@@ -8,10 +8,12 @@ global figure list grows and the notebook's backend is left as it is.
 """
 
 import importlib
+from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .machine.files import write_atomically
 
 INSTALL = 'pip install -e ".[plot]" (or pip install matplotlib)'
 
@@ -89,8 +91,12 @@ def plot_head_ablation(rises: torch.Tensor, base: float):
 
 
 def save(figure, path: str) -> None:
-    """Write a figure to a file, or say in one line why it cannot be."""
+    """Write a figure to a file (its format from the name's suffix), whole or not at all."""
+    path = Path(path)
+    file_format = path.suffix.lstrip(".").lower() or "png"
     try:
-        figure.savefig(path, dpi=120)
+        write_atomically(path, lambda temp: figure.savefig(temp, format=file_format, dpi=120))
     except OSError as error:
         raise UserError(f"cannot write {path} ({error.strerror}); choose another file")
+    except ValueError as error:  # a format matplotlib does not know
+        raise UserError(f"cannot write {path}: {error}; use a name ending in .png, .svg or .pdf")

@@ -220,3 +220,34 @@ def test_the_precision_probe_leaves_the_model_and_random_state_as_they_were(tiny
     assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert said[0].startswith("precision: ") and "measured now" in said[0]
+
+
+def test_a_hugging_face_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('[{"model_type": "gpt2"}]')
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
+    assert main(["import-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "out")]) == 2
+    error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["inspect", "--prompt", "RO", "--png", "{missing}/a.png"],
+                                  ["inspect", "--prompt", "RO", "--html", "{folder}"],
+                                  ["heads", "--png", "{missing}/h.png"]])
+def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tiny_run, tmp_path, capsys, args):
+    args = [arg.format(missing=tmp_path / "no" / "such", folder=tmp_path) for arg in args]
+    where = ["--checkpoint", str(tiny_run)] if args[0] == "inspect" else [str(tiny_run)]
+    assert main([args[0], *where, *args[1:]]) == 2
+    error_line(capsys)
+    assert capsys.readouterr().out == ""
+
+
+def test_resuming_after_the_corpus_changed_says_so(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 300)
+    run = tmp_path / "run"
+    assert train_tiny(run, "--set", f"data.corpus={corpus}", "--set", "train.max_steps=10", "--pause-after", "5") == 0
+    corpus.write_text("to be, or not To be, that is the question.\n" * 300)  # edited since; the same alphabet
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert "prepared from other data (the corpus's text has changed)" in capsys.readouterr().out

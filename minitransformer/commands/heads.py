@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..formats.load import load_model
 from ..inspection import shade
 from ..machine.device import choose_device
+from ..machine.files import check_output_file
 from ..training.corpus import SHIPPED_CORPUS, read_corpus
 from ..training.data import get_batch, read_meta
 
@@ -58,6 +59,7 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
         raise UserError(f"--batches must be at least 1, got {batches}")
     if png is not None:
         figures.check_available("--png")
+        check_output_file(png, "--png")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
     tokens, source = held_out_tokens(checkpoint, corpus, tokenizer)

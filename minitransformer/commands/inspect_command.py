@@ -25,6 +25,7 @@ from ..formats.load import load_model
 from ..inspection import (break_in_attention, capture_attention, heatmap, manual_attention, next_token_table, token_label,
                           top_attended)
 from ..machine.device import choose_device
+from ..machine.files import check_output_file
 
 LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
 
@@ -137,6 +138,9 @@ def inspect_model(
     """What `minitransformer inspect` prints (see the module's docstring); the arguments are its flags."""
     if png is not None:
         figures.check_available("--png")
+        check_output_file(png, "--png")
+    if html is not None:
+        check_output_file(html, "--html")
     torch_device = choose_device(device)
     model, tokenizer = load_model(checkpoint, torch_device)
     config = model.config

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import figures
 from ..errors import UserError
+from ..machine.files import check_output_file
 from ..training.run_folder import read_metrics_rows
 
 CHART_HEIGHT = 12
@@ -57,6 +58,8 @@ def text_chart(rows: list[dict]) -> str:
 
 def plot_run(run_dir: str, png: str | None = None) -> None:
     rows = read_metrics(run_dir)
+    if png is not None:
+        check_output_file(png, "--png")
     if png is not None and figures.available():
         figures.save(figures.plot_loss(rows, str(run_dir)), png)
         print(f"wrote {png}")

@@ -166,6 +166,8 @@ def load_hf_folder(folder: Path, device: torch.device | str = "cpu") -> tuple[GP
         hf_config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise UserError(f"{folder}/config.json cannot be read ({short_cause(error)}); download the model folder again")
+    if not isinstance(hf_config, dict):
+        raise UserError(f"{folder}/config.json is not a model config (a JSON object); download the model folder again")
     tokenizer = hf_folder_tokenizer(folder)
     vocab = hf_config.get("vocab_size", GPT2_VOCAB)
     vocab_fits = vocab == (tokenizer.vocab_size if tokenizer is not None else GPT2_VOCAB)

@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..errors import UserError
+
 TEMPORARY, PREVIOUS = "mt-tmp", "mt-old"
 # .NAME.PID.RANDOM.mt-tmp or .mt-old: the only names this module ever deletes.
 OWN_NAME = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?P<kind>{TEMPORARY}|{PREVIOUS})$")
@@ -144,3 +146,13 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     for stale in [old, *previous_copies(path)]:  # the replaced folder, and any a crash left before
         if stale is not None:
             remove(stale)
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Refuse, before any work, an output file whose folder does not exist or that is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out'}")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist; create it or choose another file")
+    return path

@@ -221,6 +221,13 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
     if reusable and not bins_match(data_dir, cached, tokenizer.vocab_size):
         say(f"note: the tokenised data in {data_dir} does not match its meta.json; preparing it again")
         reusable = False
+    elif cached is not None and not reusable:  # say what changed: a resumed run then trains on other data
+        changed = [key for key in meta if cached.get(key, "characters" if key == "split" else None) != meta[key]]
+        reasons = {"corpus": "another corpus", "corpus_sha256": "the corpus's text has changed",
+                   "tokenizer": "another tokenizer", "val_fraction": "another split", "split": "another split",
+                   "dtype": "another token type"}
+        said = ", ".join(dict.fromkeys(reasons[key] for key in changed))
+        say(f"note: {data_dir} was prepared from other data ({said}); preparing it again")
     if reusable:
         meta = cached
     else:
