@@ -8,6 +8,7 @@ for preparing corpora), `decode(ids) -> str`, `vocab_size`, and
 - "char": one token per character, the vocabulary being the sorted characters of the corpus.
 - "gpt2": GPT-2's byte-level BPE (50,257 tokens), built offline from the `gpt2.tiktoken` ranks
   shipped in the package, whose sha256 is checked on load.
+- "bpe": a byte-level BPE trained on the run's own training text (bpe.py), `data.vocab_size` tokens.
 - any other name: a tiktoken encoding by that name (e.g. "cl100k_base"), when tiktoken can load
   it, which means from its cache or the network; otherwise a clear error naming the offline choices.
 """
@@ -19,13 +20,10 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from .bpe import END_OF_TEXT, GPT2_PATTERN, BPETokenizer
 from .errors import UserError
 
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-# tiktoken's split pattern for GPT-2 (r50k_base): contractions, letters, numbers, other symbols
-# and whitespace are split apart before BPE merges bytes within each piece.
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-END_OF_TEXT = "<|endoftext|>"
 OFFLINE_CHOICES = "'char' or 'gpt2' (both work offline)"
 
 
@@ -143,7 +141,7 @@ def build_tokenizer(kind: str, corpus_text: str) -> CharTokenizer | TiktokenToke
     return tiktoken_tokenizer(kind)
 
 
-def from_description(description: object) -> CharTokenizer | TiktokenTokenizer:
+def from_description(description: object) -> CharTokenizer | TiktokenTokenizer | BPETokenizer:
     """Rebuild a tokenizer from what `describe()` returned.
 
     A description that `describe()` cannot have written raises ValueError (the caller knows which
@@ -162,4 +160,6 @@ def from_description(description: object) -> CharTokenizer | TiktokenTokenizer:
         if not isinstance(name, str):
             raise ValueError("a tiktoken tokenizer needs 'name': an encoding's name")
         return tiktoken_tokenizer(name)
-    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'tiktoken'")
+    if kind == "bpe":
+        return BPETokenizer.from_description(description)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char', 'tiktoken' or 'bpe'")

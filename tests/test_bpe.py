@@ -1,0 +1,78 @@
+"""Byte-level BPE trained here (bpe.py): against a straightforward reference trainer, against
+tiktoken, and on GPT-2's own ranks."""
+
+import random
+
+import pytest
+
+from minitransformer.bpe import (BYTES, END_OF_TEXT, BPETokenizer, count_chunks, count_pairs, encode_chunk, merge_pair,
+                                 readable, split_into_chunks, train_bpe)
+from minitransformer.tokenizer import gpt2_encoding, from_description
+from minitransformer.training.corpus import read_corpus
+
+TEXT = read_corpus("tinyshakespeare")[:20_000]
+
+
+def reference_merges(text: str, vocab_size: int) -> list[tuple[int, int]]:
+    """The plainest BPE trainer: recount every pair of every chunk before each merge; the most
+    frequent pair wins, ties to the smallest pair."""
+    words = [list(chunk.encode("utf-8")) for chunk in split_into_chunks(text)]
+    merges = []
+    while BYTES + len(merges) < vocab_size:
+        counts = {}
+        for ids in words:
+            for pair, n in count_pairs(ids).items():
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts or max(counts.values()) < 2:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        words = [merge_pair(ids, best, BYTES + len(merges) - 1) for ids in words]
+    return merges
+
+
+def test_training_equals_the_reference_trainer_merge_for_merge():
+    merges = train_bpe(count_chunks(split_into_chunks(TEXT)), 256 + 120)
+    assert merges == reference_merges(TEXT, 256 + 120)
+
+
+def test_training_is_deterministic_and_reaches_the_size():
+    first = BPETokenizer.train(TEXT, 600)
+    assert first.merges == BPETokenizer.train(TEXT, 600).merges
+    assert first.vocab_size == 600 and first.specials == {END_OF_TEXT: 599}
+
+
+def test_readable_encoding_equals_tiktoken_for_the_same_ranks():
+    tokenizer = BPETokenizer.train(TEXT, 800)
+    text = read_corpus("tinyshakespeare")[50_000:60_000] + " naïve café 日本語 🙂 don't 12345"
+    ours = [i for chunk in split_into_chunks(text) for i in encode_chunk(chunk.encode("utf-8"), tokenizer.ranks)]
+    assert ours == tokenizer.encode(text)
+
+
+def test_gpt2_ranks_through_the_same_code_give_gpt2_tokens():
+    encoding = gpt2_encoding()
+    ranks = encoding._mergeable_ranks
+    text = "Hello world, this is GPT-2! naïve café, 日本語のテキスト 🙂\n\n  spaces\ttab don't we'll 3.14159"
+    ours = [i for chunk in split_into_chunks(text) for i in encode_chunk(chunk.encode("utf-8"), ranks)]
+    assert ours == encoding.encode_ordinary(text)
+
+
+def test_any_text_round_trips():
+    tokenizer = BPETokenizer.train(TEXT, 700)
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(1, 0x3000) if not 0xD800 <= c < 0xE000] + ["🙂", "𝄞", "\u0301"]
+    for _ in range(200):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.decode(tokenizer.encode(END_OF_TEXT)) == END_OF_TEXT  # plain text, not the special token
+
+
+def test_a_description_round_trips_and_a_damaged_one_is_refused():
+    tokenizer = BPETokenizer.train(TEXT, 400)
+    description = tokenizer.describe()
+    again = from_description(description)
+    assert again.merges == tokenizer.merges and again.encode(TEXT[:500]) == tokenizer.encode(TEXT[:500])
+    assert description["pieces"] == [readable(tokenizer.piece(BYTES + k)) for k in range(len(tokenizer.merges))]
+    for damage in ({"merges": [[300, 1]]}, {"merges": "x"}, {"pattern": 5}, {"specials": {END_OF_TEXT: 3}}):
+        with pytest.raises(ValueError):
+            from_description({**description, **damage})
