@@ -10,8 +10,8 @@ Training, one idea per function:
    Ties between equally frequent pairs go to the smallest pair (first id, then second), so the
    same text and size always give the same merges.
 
-Encoding is the same idea backwards (`encode_chunk`): start from a chunk's bytes, and keep merging
-the adjacent pair whose merged token was learned earliest. That is exactly what tiktoken computes,
+Encoding is the same idea backwards (`merge_steps`, `encode_chunk`): start from a chunk's bytes,
+and keep merging the adjacent pair whose merged token was learned earliest. That is exactly what tiktoken computes,
 in Rust and on every core; `BPETokenizer` hands the learned ranks to a `tiktoken.Encoding`, so
 preparing a large corpus is as fast as with GPT-2's own BPE, and a test checks the two agree.
 
@@ -130,25 +130,39 @@ def token_bytes(merges: list[tuple[int, int]]) -> list[bytes]:
     return table
 
 
-def encode_chunk(chunk: bytes, ranks: dict[bytes, int]) -> list[int]:
-    """One chunk's ids, the readable way: start from its bytes and keep merging the adjacent pair
-    whose joined bytes were learned earliest (lowest rank), until no pair is a learned token.
-    tiktoken computes exactly this, much faster."""
+def merge_steps(chunk: bytes, ranks: dict[bytes, int]) -> list[tuple[int | None, list[bytes]]]:
+    """How BPE encodes one chunk, the readable way: start from its bytes and keep merging the
+    adjacent pair whose joined bytes were learned earliest (the lowest rank), until no adjacent
+    pair is a learned token. Returns the pieces before any merge, then after each: (rank, pieces)."""
     parts = [bytes([b]) for b in chunk]
+    steps: list[tuple[int | None, list[bytes]]] = [(None, list(parts))]
     while len(parts) > 1:
         learned = [(ranks[parts[i] + parts[i + 1]], i) for i in range(len(parts) - 1) if parts[i] + parts[i + 1] in ranks]
         if not learned:
             break
-        _, i = min(learned)  # the pair learned earliest
+        rank, i = min(learned)  # the pair learned earliest
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        steps.append((rank, list(parts)))
+    return steps
+
+
+def encode_chunk(chunk: bytes, ranks: dict[bytes, int]) -> list[int]:
+    """One chunk's token ids: the ranks of its pieces after the last merge. tiktoken computes
+    exactly this, much faster (a test checks)."""
+    _, parts = merge_steps(chunk, ranks)[-1]
     return [ranks[part] for part in parts]
 
 
+def readable_token(text: str) -> str:
+    """A token's text with whitespace made visible: space ␣, newline ⏎, tab ⇥ (∅ when empty)."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
 def readable(piece: bytes) -> str:
-    """A token's text with a space shown as ␣ (and a newline as ⏎); bytes that are only part of a
-    character as ⟨hex⟩."""
+    """A byte-level token as it reads (readable_token), or, when its bytes are only part of a
+    character, the bytes in hex: "⟨e6 97⟩"."""
     try:
-        return piece.decode("utf-8").replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
+        return readable_token(piece.decode("utf-8"))
     except UnicodeDecodeError:
         return "⟨" + piece.hex(" ") + "⟩"
 

@@ -20,6 +20,7 @@ from .errors import UserError
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ATTENTIONS = ("manual", "sdpa")
 SPLITS = ("characters", "files")  # how data.split holds text out for validation
+MAX_BPE_VOCAB = 1_000_000
 
 
 def check_field_types(config, section: str) -> None:
@@ -112,13 +113,17 @@ class DataConfig:
     """Where the text comes from and how it becomes tokens."""
 
     corpus: str = "tinyshakespeare"  # the shipped corpus, a text file, or a folder of .txt files
-    tokenizer: str = "char"  # "char", "gpt2", or another tiktoken encoding's name
+    tokenizer: str = "char"  # "char", "gpt2", "bpe" (learned from this corpus), or another tiktoken encoding's name
     val_fraction: float = 0.1  # the last 10% of the text is held out, as in nanoGPT
     split: str = "characters"  # or "files": a folder's last files (val_fraction of the text) are held out
+    vocab_size: int = 4096  # the size of a "bpe" tokenizer learned from the training split (others ignore it)
 
     def __post_init__(self):
         check_field_types(self, "data")
         check_choice("data", "split", self.split, SPLITS)
+        if not 258 <= self.vocab_size <= MAX_BPE_VOCAB:
+            raise UserError(f"data.vocab_size must be from 258 (the 256 bytes, one merge, the end-of-text token) "
+                            f"to {MAX_BPE_VOCAB:,}, got {self.vocab_size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
 
@@ -260,7 +265,7 @@ def load_config(path: str | None = None, overrides: tuple[str, ...] = (), tables
     for section, table in merged.items():
         for name in table:
             if name not in SECTIONS[section]:
-                hint = " (it comes from the tokenizer)" if name == "vocab_size" else ""
+                hint = " (it comes from the tokenizer; data.vocab_size sets a \"bpe\" one's)" if name == "vocab_size" else ""
                 raise UserError(
                     f"unknown key {section}.{name}{hint}; valid keys in [{section}]: {', '.join(SECTIONS[section])}"
                 )

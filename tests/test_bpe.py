@@ -76,3 +76,42 @@ def test_a_description_round_trips_and_a_damaged_one_is_refused():
     for damage in ({"merges": [[300, 1]]}, {"merges": "x"}, {"pattern": 5}, {"specials": {END_OF_TEXT: 3}}):
         with pytest.raises(ValueError):
             from_description({**description, **damage})
+
+
+def test_a_run_with_a_learned_bpe_trains_samples_inspects_and_resumes(tmp_path, capsys):
+    """data.tokenizer = "bpe": learned from the training split only, saved with the run and every
+    checkpoint, used by sample and inspect, and reused (not learned again) on resume."""
+    from minitransformer.commands.cli import main
+    from minitransformer.formats.load import load_model
+    from tests.conftest import QUICK, TINY
+
+    out = tmp_path / "run"
+    common = ["--set", "data.tokenizer=bpe", "--set", "data.vocab_size=300", "--set", "train.max_steps=10"]
+    assert main(["train", "--config", TINY, "--out", str(out), *QUICK, *common, "--pause-after", "5"]) == 0
+    assert "learned a 300-token BPE from the training split" in capsys.readouterr().out
+    model, tokenizer = load_model(out / "last")
+    assert isinstance(tokenizer, BPETokenizer) and tokenizer.vocab_size == model.config.vocab_size == 300
+    text = read_corpus("tinyshakespeare")
+    assert tokenizer.merges == BPETokenizer.train(text[: int(len(text) * 0.9)], 300).merges  # training text only
+    assert main(["sample", "--checkpoint", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert main(["inspect", "--checkpoint", str(out), "--prompt", "ROMEO: the", "--layer", "0", "--head", "0"]) == 0
+    assert "␣the" in capsys.readouterr().out  # " the" is the 11th merge: one token, labelled as it reads
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert "learned a" not in capsys.readouterr().out  # the data folder's BPE, reused
+
+
+def test_tokenize_shows_pieces_ids_and_merges(tmp_path, capsys):
+    from minitransformer.commands.cli import main
+
+    tokenizer = BPETokenizer.train(TEXT, 400)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(__import__("json").dumps(tokenizer.describe()))
+    assert main(["tokenize", str(path), "the king"]) == 0
+    out = capsys.readouterr().out
+    ids = tokenizer.encode("the king")
+    assert str(ids) in out and readable(tokenizer.piece(ids[-1])) in out
+    assert main(["tokenize", str(path), "the king", "--merges"]) == 0
+    steps = capsys.readouterr().out
+    assert "t | h | e" in steps and "␣ | k | i | n | g" in steps  # each chunk starts as its bytes
+    assert steps.count("merge ") >= len("the king") - len(ids)  # each merge shown, until the tokens

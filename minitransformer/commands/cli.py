@@ -89,6 +89,13 @@ def run_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tokenize(args: argparse.Namespace) -> int:
+    from .tokenize import tokenize
+
+    tokenize(args.tokenizer, args.text, args.merges)
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import bench
 
@@ -193,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("checkpoint", metavar="CHECKPOINT", help="a run folder or a checkpoint folder")
     exporter.add_argument("--out", metavar="DIR", required=True, help="the folder to write")
     exporter.set_defaults(run=run_export)
+
+    tokenizing = commands.add_parser("tokenize", help="show how a tokenizer cuts a text: pieces, ids, and BPE merges")
+    tokenizing.add_argument("tokenizer", metavar="CHECKPOINT_OR_TOKENIZER",
+                            help="a checkpoint or run folder, a tokenizer.json, or a tiktoken name such as gpt2")
+    tokenizing.add_argument("text", metavar="TEXT")
+    tokenizing.add_argument("--merges", action="store_true", help="show every merge applied to each chunk (BPE)")
+    tokenizing.set_defaults(run=run_tokenize)
 
     benchmark = commands.add_parser("bench", help="measure training and sampling speed on this machine")
     benchmark.add_argument("--config", metavar="PATH", help="the config whose model to measure (default: shakespeare_char)")

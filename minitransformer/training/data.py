@@ -26,6 +26,7 @@ Design choices:
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,8 @@ from .corpus import (PIECE_CHARS, CorpusScan, corpus_files, cut_pattern, safe_cu
                      text_pieces)
 from ..errors import UserError
 from ..machine.files import write_folder_atomically
-from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer
+from ..bpe import BPETokenizer
+from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer, from_description
 
 def token_dtype(vocab_size: int) -> type:
     """The smallest unsigned integer type that holds every id below vocab_size."""
@@ -188,12 +190,57 @@ def progress_bar(description: str, total: int, progress: bool | None) -> tqdm:
                 disable=None if progress is None else not progress, dynamic_ncols=True)
 
 
+# A "bpe" tokenizer learns its merges from at most this many characters of the training split
+# (its beginning): enough for the pair statistics, and a bounded cost on a corpus of any size.
+BPE_TRAINING_CHARS = 20_000_000
+
+
+def training_text(scan: CorpusScan, val_fraction: float, split: str, corpus: str, limit: int) -> tuple[str, int]:
+    """The beginning of the training split, at most limit characters, and the split's length:
+    what a "bpe" tokenizer learns from (validation text never is)."""
+    if split == "files":
+        files = scan.files[: train_file_count(scan, val_fraction, corpus)]
+        total = sum(scan.file_chars[: len(files)]) + len(files) - 1
+    else:
+        files, total = scan.files, int(scan.chars * (1 - val_fraction))
+    pieces, wanted = [], min(limit, total)
+    for piece in text_pieces(files):
+        pieces.append(piece[: wanted - sum(map(len, pieces))])
+        if sum(map(len, pieces)) >= wanted:
+            break
+    return "".join(pieces), total
+
+
+def run_bpe(scan: CorpusScan, cached: dict | None, val_fraction: float, split: str, corpus: str, vocab_size: int,
+            say, progress: bool | None) -> BPETokenizer:
+    """The run's BPE: the one an earlier preparation of the same data learned (training is
+    deterministic, so it would learn it again), or one learned now from the training split."""
+    if cached is not None and [cached.get(k) for k in ("corpus_sha256", "val_fraction", "split")] == \
+            [scan.sha256, val_fraction, split] and cached["tokenizer"].get("kind") == "bpe":
+        try:
+            tokenizer = from_description(cached["tokenizer"])
+        except ValueError:
+            tokenizer = None
+        if tokenizer is not None and tokenizer.vocab_size == vocab_size:
+            return tokenizer
+    text, total = training_text(scan, val_fraction, split, corpus, BPE_TRAINING_CHARS)
+    started = time.perf_counter()
+    with tqdm(total=vocab_size - 257, desc="learning BPE merges", unit="merge", dynamic_ncols=True,
+              disable=None if progress is None else not progress) as bar:
+        tokenizer = BPETokenizer.train(text, vocab_size, progress=lambda done, _: bar.update(done - bar.n))
+    sampled = f"the first {len(text):,} of its {total:,} characters" if len(text) < total else f"its {total:,} characters"
+    say(f"learned a {tokenizer.vocab_size:,}-token BPE from the training split ({sampled}) in "
+        f"{time.perf_counter() - started:.1f} s")
+    return tokenizer
+
+
 def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir: Path, say=print,
-                 tokenizer: CharTokenizer | TiktokenTokenizer | None = None, split: str = "characters",
-                 progress: bool | None = None) -> Dataset:
+                 tokenizer: CharTokenizer | TiktokenTokenizer | BPETokenizer | None = None, split: str = "characters",
+                 progress: bool | None = None, vocab_size: int = 4096) -> Dataset:
     """Tokenise the corpus into data_dir, or reuse what an earlier run left there.
 
-    tokenizer: a given tokenizer (a pretrained model's) instead of building one of tokenizer_kind.
+    tokenizer: a given tokenizer (a pretrained model's) instead of building one of tokenizer_kind;
+    "bpe" learns vocab_size tokens from the training split (run_bpe).
     split: "characters" (the last val_fraction of the text) or "files" (the last files).
     progress: show byte progress bars (None: only on a terminal).
     The folder is built whole under a temporary name and swapped in, so its bins and meta.json always
@@ -206,6 +253,9 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
     size = sum(path.stat().st_size for path in files)  # bytes, the bars' total
     with progress_bar("reading corpus", size, progress) as bar:
         scan = scan_corpus(corpus, files, bar)
+    cached = read_meta(data_dir)
+    if tokenizer is None and tokenizer_kind == "bpe":
+        tokenizer = run_bpe(scan, cached, val_fraction, split, corpus, vocab_size, say, progress)
     tokenizer = tokenizer or build_tokenizer(tokenizer_kind, scan.alphabet)
     meta = {
         "corpus": corpus,
@@ -215,7 +265,6 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         "split": split,
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
     }
-    cached = read_meta(data_dir)
     reusable = cached is not None and {key: cached.get(key, "characters" if key == "split" else None)
                                        for key in meta} == meta
     if reusable and not bins_match(data_dir, cached, tokenizer.vocab_size):

@@ -142,7 +142,7 @@ def run_data(config: RunConfig, out_dir: Path, say, tokenizer, ranks: Ranks, pro
         if ranks.main and check is not None:
             check()
         return prepare_data(config.data.corpus, config.data.tokenizer, config.data.val_fraction, out_dir / "data",
-                            say, tokenizer, config.data.split, progress if ranks.main else False)
+                            say, tokenizer, config.data.split, progress if ranks.main else False, config.data.vocab_size)
 
     return ranks.main_first(work)
 

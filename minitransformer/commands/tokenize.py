@@ -1,0 +1,53 @@
+"""The `tokenize` command: how a tokenizer cuts a text, piece by piece, and (for BPE) merge by merge.
+
+    minitransformer tokenize runs/shakespeare_bpe_own "To be, or not to be"
+    minitransformer tokenize runs/shakespeare_bpe_own "To be, or not to be" --merges
+
+It takes a checkpoint or run folder (its tokenizer), a tokenizer.json, or a tokenizer's name
+("gpt2", "char" is not one: a character vocabulary comes from a corpus). `--merges` shows, for a
+byte-level BPE, each chunk starting from its bytes and every merge applied to it in turn, as
+tiktoken's educational visualiser does (bpe.merge_steps).
+"""
+
+import json
+from pathlib import Path
+
+from ..bpe import merge_steps, readable, split_into_chunks
+from ..errors import UserError
+from ..formats.checkpoint import load_checkpoint
+from ..tokenizer import from_description, tiktoken_tokenizer
+from ..inspection import token_label
+
+
+def load_tokenizer(source: str):
+    """A tokenizer from a checkpoint or run folder, a tokenizer.json file, or a tiktoken name."""
+    path = Path(source)
+    if path.is_file():
+        try:
+            return from_description(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path} is not a tokenizer.json of ours ({error}); give a checkpoint or run folder")
+    if path.is_dir():
+        return load_checkpoint(path).tokenizer
+    return tiktoken_tokenizer(source)
+
+
+def tokenize(source: str, text: str, merges: bool = False, say=print) -> list[int]:
+    """Print text's tokens (their pieces and ids) and, with merges, each BPE merge; returns the ids."""
+    tokenizer = load_tokenizer(source)
+    ids = tokenizer.encode(text)
+    say(f"{len(text)} characters -> {len(ids)} tokens")
+    say(" | ".join(token_label(tokenizer, i) for i in ids))
+    say(str(ids))
+    if merges:
+        encoding = getattr(tokenizer, "encoding", None)
+        if encoding is None:
+            raise UserError("--merges shows byte-level BPE merges; this tokenizer has one token per character")
+        ranks = encoding._mergeable_ranks
+        pattern = encoding._pat_str
+        for chunk in split_into_chunks(text, pattern):
+            say(f"chunk {readable(chunk.encode('utf-8'))}:")
+            for rank, parts in merge_steps(chunk.encode("utf-8"), ranks):
+                step = "  bytes     " if rank is None else f"  merge {rank:>5}"
+                say(f"{step}: {' | '.join(readable(part) for part in parts)}")
+    return ids
