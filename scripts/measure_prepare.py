@@ -1,6 +1,6 @@
 """Time and peak memory of preparing a large corpus: Tiny Shakespeare repeated to about 200 MB.
 
-python scripts/measure_prepare.py [--megabytes 200] [--tokenizer char|gpt2] [--one-line]
+python scripts/measure_prepare.py [--megabytes 200] [--tokenizer char|gpt2|bpe] [--one-line]
 
 --one-line writes the corpus without a single newline (newlines become spaces), the case that
 used to be tokenised on one thread in one piece.
@@ -30,7 +30,7 @@ print(len(data.train), len(data.val))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=200)
-    parser.add_argument("--tokenizer", action="append", help="char, gpt2 (default: both)")
+    parser.add_argument("--tokenizer", action="append", help="char, gpt2, bpe (a 4,096-token BPE learned first; default: char and gpt2)")
     parser.add_argument("--one-line", action="store_true", help="no newline anywhere in the corpus")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prepare-"))

@@ -65,6 +65,9 @@ def test_any_text_round_trips():
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
         assert tokenizer.decode(tokenizer.encode(text)) == text
     assert tokenizer.decode(tokenizer.encode(END_OF_TEXT)) == END_OF_TEXT  # plain text, not the special token
+    for _ in range(200):  # any bytes at all, valid UTF-8 or not, are some sequence of tokens
+        raw = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+        assert b"".join(tokenizer.piece(i) for i in encode_chunk(raw, tokenizer.ranks)) == raw
 
 
 def test_a_description_round_trips_and_a_damaged_one_is_refused():
