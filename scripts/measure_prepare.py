@@ -22,7 +22,8 @@ PREPARE = """
 import sys
 from pathlib import Path
 from minitransformer.training.data import prepare_data
-data = prepare_data(sys.argv[1], sys.argv[2], 0.1, Path(sys.argv[3]), progress=False)
+data = prepare_data(sys.argv[1], sys.argv[2], 0.1, Path(sys.argv[3]), say=lambda line: print(line, file=sys.stderr),
+                    progress=False)
 print(len(data.train), len(data.val))
 """
 
@@ -51,6 +52,8 @@ def main() -> None:
         train, val = map(int, result.stdout.split())
         print(f"{tokenizer}: {seconds:.1f} s (process start included), peak memory {peak:.2f} GiB so far, "
               f"{train:,} train and {val:,} val tokens")
+        if result.stderr.strip():
+            print("  " + result.stderr.strip())
 
 
 if __name__ == "__main__":

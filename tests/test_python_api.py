@@ -62,3 +62,27 @@ def test_a_paused_run_says_how_to_resume_in_python(out, capsys):
     assert f"Resume with: train(out={str(out)!r}, resume=True)" in printed and "--resume" not in printed
     _, _, metrics = train(out=out, resume=True, quiet=True)
     assert metrics[-1]["step"] == 10
+
+
+def test_interrupting_the_kernel_saves_and_says_how_to_resume_in_python(out, capsys, monkeypatch):
+    """Interrupt Kernel sends SIGINT to the kernel's main thread, where training runs."""
+    import os
+    import signal
+
+    from minitransformer.training import loop
+
+    real_evaluate = loop.evaluate
+    calls = []
+
+    def evaluate_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_interrupt)
+    _, _, metrics = train(TINY, out=out, max_steps=100, eval_interval=10, **QUICK)
+    assert [row["step"] for row in metrics] == [0, 10]
+    printed = capsys.readouterr().out
+    assert "interrupted at step 10" in printed and f"train(out={str(out)!r}, resume=True)" in printed
+    assert torch.load(out / "last" / "state.pt", weights_only=True)["step"] == 10
