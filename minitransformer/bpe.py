@@ -167,7 +167,30 @@ def readable(piece: bytes) -> str:
         return "⟨" + piece.hex(" ") + "⟩"
 
 
-class BPETokenizer:
+class EncodingTokenizer:
+    """A tokenizer that encodes and decodes through a tiktoken.Encoding (`self.encoding`): GPT-2's
+    (tokenizer.TiktokenTokenizer) or one learned here (BPETokenizer)."""
+
+    encoding: tiktoken.Encoding
+
+    def encode(self, text: str) -> list[int]:
+        # The corpus is plain text: "<|endoftext|>" in it is ordinary characters, not the special token.
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode(ids)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Encode several texts at once; tiktoken spreads them over threads (one per core)."""
+        batches = self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        return [np.array(ids, dtype=np.int64) for ids in batches]
+
+    def piece(self, token_id: int) -> bytes:
+        """The bytes of one token."""
+        return self.encoding.decode_single_token_bytes(token_id)
+
+
+class BPETokenizer(EncodingTokenizer):
     """A byte-level BPE trained here: encode and decode through tiktoken, describe as JSON."""
 
     def __init__(self, merges: list[tuple[int, int]], pattern: str = GPT2_PATTERN,
@@ -188,22 +211,6 @@ class BPETokenizer:
         """Learn vocab_size - 256 - 1 merges from text (one id stays for the end-of-text token)."""
         chunk_counts = count_chunks(split_into_chunks(text, pattern))
         return cls(train_bpe(chunk_counts, vocab_size - 1, progress), pattern)
-
-    def encode(self, text: str) -> list[int]:
-        # The corpus is plain text: "<|endoftext|>" in it is ordinary characters.
-        return self.encoding.encode_ordinary(text)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.encoding.decode(ids)
-
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        """Encode several texts at once; tiktoken spreads them over threads (one per core)."""
-        batches = self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-        return [np.array(ids, dtype=np.int64) for ids in batches]
-
-    def piece(self, token_id: int) -> bytes:
-        """The bytes of one token."""
-        return self.encoding.decode_single_token_bytes(token_id)
 
     def describe(self) -> dict:
         table = token_bytes(self.merges)

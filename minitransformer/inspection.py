@@ -27,7 +27,7 @@ import torch
 
 from .attention import scaled_dot_product_attention
 from .model import GPT
-from .bpe import readable, readable_token
+from .bpe import EncodingTokenizer, readable, readable_token
 
 SHADES = " ·░▒▓█"  # darker = more weight
 SHADE_EDGES = (0.02, 0.1, 0.25, 0.5, 0.75)  # weight thresholds between consecutive shades
@@ -89,8 +89,8 @@ def capture_attention(model: GPT):
 def token_label(tokenizer, token_id: int) -> str:
     """How a token reads: its text with whitespace made visible ("␣the"), or, for a byte-level BPE
     token holding only part of a character, its bytes in hex ("⟨e6 97⟩")."""
-    if hasattr(tokenizer, "encoding"):  # byte-level BPE: GPT-2's (tiktoken) or one learned here (bpe.py)
-        return readable(tokenizer.encoding.decode_single_token_bytes(token_id))
+    if isinstance(tokenizer, EncodingTokenizer):  # byte-level BPE: GPT-2's or one learned here (bpe.py)
+        return readable(tokenizer.piece(token_id))
     return readable_token(tokenizer.decode([token_id]))
 
 

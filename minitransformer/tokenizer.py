@@ -13,14 +13,13 @@ for preparing corpora), `decode(ids) -> str`, `vocab_size`, and
   it, which means from its cache or the network; otherwise a clear error naming the offline choices.
 """
 
-import os
 from importlib import resources
 
 import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-from .bpe import END_OF_TEXT, GPT2_PATTERN, BPETokenizer
+from .bpe import END_OF_TEXT, GPT2_PATTERN, BPETokenizer, EncodingTokenizer
 from .errors import UserError
 
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -73,25 +72,13 @@ class CharTokenizer:
         return {"kind": "char", "chars": self.chars}
 
 
-class TiktokenTokenizer:
-    """A byte-level BPE tokenizer from tiktoken; encodes any text."""
+class TiktokenTokenizer(EncodingTokenizer):
+    """A byte-level BPE tokenizer from tiktoken (GPT-2's, or another named encoding); encodes any text."""
 
     def __init__(self, name: str, encoding: tiktoken.Encoding):
         self.name = name
         self.encoding = encoding
         self.vocab_size = encoding.n_vocab
-
-    def encode(self, text: str) -> list[int]:
-        # The corpus is plain text: "<|endoftext|>" in it is ordinary characters, not the special token.
-        return self.encoding.encode_ordinary(text)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.encoding.decode(ids)
-
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        """Encode several texts at once; tiktoken spreads them over threads (one per core)."""
-        batches = self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-        return [np.array(ids, dtype=np.int64) for ids in batches]
 
     def describe(self) -> dict:
         return {"kind": "tiktoken", "name": self.name}
