@@ -251,3 +251,12 @@ def test_resuming_after_the_corpus_changed_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume"]) == 0
     assert "prepared from other data (the corpus's text has changed)" in capsys.readouterr().out
+
+
+def test_dropout_and_the_attention_path_may_differ_from_the_saved_config(tiny_run, tmp_path, capsys):
+    """They do not change what the weights compute (a fine-tuning sets them), so no digest covers them."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    config = read_json(run / "best" / "config.json")
+    config["model"].update(dropout=0.3, attention="sdpa")
+    (run / "best" / "config.json").write_text(json.dumps(config))
+    assert main(["sample", "--checkpoint", str(run / "best"), "--max-new-tokens", "5", "--prompt", "A"]) == 0

@@ -227,8 +227,11 @@ def write_json(path, change):
 
 @pytest.mark.parametrize("damage, fragment", [
     (lambda ckpt: write_json(ckpt / "tokenizer.json", lambda d: d.update(chars=d["chars"][:10])), "tokenizer.json has 10 tokens"),
-    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_embd=64)), "do not fit"),
-    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer=3)), "do not fit"),
+    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_embd=64)), "does not describe"),
+    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer=3)), "does not describe"),
+    # The same tensor shapes, another function: only the recorded digest tells.
+    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_head=2)), "does not describe"),
+    (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(position="sinusoidal")), "does not describe"),
     (lambda ckpt: (ckpt / "model.safetensors").write_bytes(os.urandom(4096)), "damaged"),
     (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer="two")), "damaged"),
     (lambda ckpt: (ckpt / "config.json").write_text("{"), "damaged"),

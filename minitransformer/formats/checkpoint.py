@@ -10,8 +10,9 @@ A checkpoint folder (a run keeps two, `last/` and `best/`) holds:
 Design choices:
 - Loading never runs code from a file: safetensors holds tensors and nothing else, `state.pt` is
   read with `torch.load(..., weights_only=True)`, the rest is JSON.
-- The weights record a digest of their tokenizer (`tokenizer_sha256` in the safetensors
-  metadata): a tokenizer.json that is not theirs is refused, never used to decode.
+- The weights record a digest of their tokenizer and of their model settings (`tokenizer_sha256`
+  and `model_sha256` in the safetensors metadata): a tokenizer.json or a config.json that is not
+  theirs is refused, never used.
 - The tied output head (`lm_head.weight`, the same matrix as `wte.weight`) is stored once, as
   Hugging Face's GPT-2 files do; loading ties it again.
 - A checkpoint is written into a temporary folder, fsynced and swapped in by renames
@@ -41,6 +42,7 @@ WEIGHTS = "model.safetensors"
 LEGACY_WEIGHTS = "model.pt"  # written by minitransformer 0.1
 TIED_HEAD = "lm_head.weight"
 DIGEST_KEY = "tokenizer_sha256"  # in the weights' metadata
+MODEL_DIGEST_KEY = "model_sha256"
 
 
 @dataclass
@@ -92,7 +94,7 @@ def save_checkpoint(
         config["source"] = source
 
     def write(folder: Path) -> None:
-        save_file(weights, folder / WEIGHTS, metadata=weights_metadata(tokenizer))
+        save_file(weights, folder / WEIGHTS, metadata=weights_metadata(tokenizer, model.config))
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer.describe()))
         if train_state is not None:
@@ -135,8 +137,20 @@ def tokenizer_digest(tokenizer: CharTokenizer | TiktokenTokenizer) -> str:
     return hashlib.sha256(json.dumps(tokenizer.describe(), sort_keys=True).encode()).hexdigest()
 
 
-def weights_metadata(tokenizer: CharTokenizer | TiktokenTokenizer) -> dict[str, str]:
-    return {"format": "pt", DIGEST_KEY: tokenizer_digest(tokenizer)}
+def model_digest(config: ModelConfig) -> str:
+    """sha256 of the model settings that decide what the weights compute: config.json edited to
+    another n_head (the same tensor shapes) would otherwise load and compute something else.
+    dropout (training only) and attention (two paths to the same result) may differ."""
+    settings = {key: value for key, value in asdict(config).items() if key not in ("dropout", "attention")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def weights_metadata(tokenizer: CharTokenizer | TiktokenTokenizer, config: ModelConfig | None = None) -> dict[str, str]:
+    """The safetensors metadata: the digests the weights are checked against when loaded."""
+    metadata = {"format": "pt", DIGEST_KEY: tokenizer_digest(tokenizer)}
+    if config is not None:
+        metadata[MODEL_DIGEST_KEY] = model_digest(config)
+    return metadata
 
 
 def check_tokenizer_digest(metadata: dict[str, str] | None, tokenizer, folder: Path) -> None:
@@ -146,6 +160,15 @@ def check_tokenizer_digest(metadata: dict[str, str] | None, tokenizer, folder: P
     if recorded is not None and recorded != tokenizer_digest(tokenizer):
         raise UserError(f"{folder / 'tokenizer.json'} does not belong to the weights beside it (it is not the "
                         "tokenizer they were trained with); put back that checkpoint's own tokenizer.json, "
+                        "or use another checkpoint")
+
+
+def check_model_digest(metadata: dict[str, str] | None, config: ModelConfig, folder: Path) -> None:
+    """Refuse a config.json whose model settings differ from those recorded with the weights."""
+    recorded = (metadata or {}).get(MODEL_DIGEST_KEY)
+    if recorded is not None and recorded != model_digest(config):
+        raise UserError(f"{folder / 'config.json'} does not describe the weights beside it (its model settings "
+                        "are not those they were saved with); put back that checkpoint's own config.json, "
                         "or use another checkpoint")
 
 
@@ -192,6 +215,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
     except Exception as error:  # a missing file, bad JSON or config values, a truncated or foreign file
         raise damaged(path, error)
     check_tokenizer_digest(metadata, tokenizer, path)
+    check_model_digest(metadata, model_config, path)
     return Checkpoint(path, model_config, run_config, tokenizer, model_state, train_state)
 
 
