@@ -8,7 +8,8 @@ Training, one idea per function:
 3. `train_bpe`: repeatedly find the most frequent adjacent pair of ids (`count_pairs`), give it a
    new id, and replace it everywhere (`merge_pair`), until the vocabulary has vocab_size ids.
    Ties between equally frequent pairs go to the smallest pair (first id, then second), so the
-   same text and size always give the same merges.
+   same text and size always give the same merges. A pair whose joined bytes are a token already
+   (made from other parts) is skipped: every token has one id.
 
 Encoding is the same idea backwards (`merge_steps`, `encode_chunk`): start from a chunk's bytes,
 and keep merging the adjacent pair whose merged token was learned earliest. That is exactly what tiktoken computes,
@@ -91,6 +92,8 @@ def train_bpe(chunk_counts: Counter, vocab_size: int, progress=None) -> list[tup
     heap = [(-n, pair) for pair, n in pair_counts.items()]
     heapq.heapify(heap)
     merges: list[tuple[int, int]] = []
+    pieces = [bytes([b]) for b in range(BYTES)]  # each id's bytes
+    known = set(pieces)
     total = vocab_size - BYTES
     while len(merges) < total and heap:
         negative, pair = heapq.heappop(heap)
@@ -98,8 +101,13 @@ def train_bpe(chunk_counts: Counter, vocab_size: int, progress=None) -> list[tup
             continue  # stale
         if -negative < 2:
             break
+        joined = pieces[pair[0]] + pieces[pair[1]]
+        if joined in known:  # the same bytes made another way ("a"+"bc" after "ab"+"c"): a token has one id
+            continue
         new_id = BYTES + len(merges)
         merges.append(pair)
+        pieces.append(joined)
+        known.add(joined)
         changed: set[tuple[int, int]] = set()
         for w in where.pop(pair):
             old = words[w]

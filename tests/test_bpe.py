@@ -17,16 +17,18 @@ def reference_merges(text: str, vocab_size: int) -> list[tuple[int, int]]:
     """The plainest BPE trainer: recount every pair of every chunk before each merge; the most
     frequent pair wins, ties to the smallest pair."""
     words = [list(chunk.encode("utf-8")) for chunk in split_into_chunks(text)]
-    merges = []
+    merges, pieces = [], [bytes([b]) for b in range(BYTES)]
     while BYTES + len(merges) < vocab_size:
         counts = {}
         for ids in words:
             for pair, n in count_pairs(ids).items():
-                counts[pair] = counts.get(pair, 0) + n
+                if pieces[pair[0]] + pieces[pair[1]] not in pieces:  # bytes that are a token already
+                    counts[pair] = counts.get(pair, 0) + n
         if not counts or max(counts.values()) < 2:
             break
         best = min(counts, key=lambda pair: (-counts[pair], pair))
         merges.append(best)
+        pieces.append(pieces[best[0]] + pieces[best[1]])
         words = [merge_pair(ids, best, BYTES + len(merges) - 1) for ids in words]
     return merges
 
@@ -34,6 +36,15 @@ def reference_merges(text: str, vocab_size: int) -> list[tuple[int, int]]:
 def test_training_equals_the_reference_trainer_merge_for_merge():
     merges = train_bpe(count_chunks(split_into_chunks(TEXT)), 256 + 120)
     assert merges == reference_merges(TEXT, 256 + 120)
+
+
+def test_bytes_made_twice_stay_one_token():
+    """"ab"+"c" and "a"+"bc" both make "abc": the second is skipped, so the ranks stay a proper BPE."""
+    text = " ".join(["xbc"] * 50 + ["abc"] * 40 + ["abd"] * 30 + ["ab"] * 20)
+    tokenizer = BPETokenizer.train(text, 300)
+    pieces = [tokenizer.piece(i) for i in range(tokenizer.vocab_size - 1)]
+    assert len(pieces) == len(set(pieces))
+    assert train_bpe(count_chunks(split_into_chunks(text)), 300) == reference_merges(text, 300)
 
 
 def test_training_is_deterministic_and_reaches_the_size():
@@ -118,3 +129,15 @@ def test_tokenize_shows_pieces_ids_and_merges(tmp_path, capsys):
     steps = capsys.readouterr().out
     assert "t | h | e" in steps and "␣ | k | i | n | g" in steps  # each chunk starts as its bytes
     assert steps.count("merge ") >= len("the king") - len(ids)  # each merge shown, until the tokens
+
+
+def test_a_short_corpus_ends_with_fewer_tokens_and_is_not_learned_again(tmp_path):
+    from minitransformer.training.data import prepare_data
+
+    corpus = tmp_path / "short.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 40)
+    said = []
+    first = prepare_data(str(corpus), "bpe", 0.1, tmp_path / "data", say=said.append, vocab_size=5000)
+    assert first.tokenizer.vocab_size < 5000 and sum("learned a" in line for line in said) == 1
+    again = prepare_data(str(corpus), "bpe", 0.1, tmp_path / "data", say=said.append, vocab_size=5000)
+    assert again.tokenizer.merges == first.tokenizer.merges and sum("learned a" in line for line in said) == 1

@@ -3,8 +3,9 @@
     minitransformer tokenize runs/shakespeare_bpe_own "To be, or not to be"
     minitransformer tokenize runs/shakespeare_bpe_own "To be, or not to be" --merges
 
-It takes a checkpoint or run folder (its tokenizer), a tokenizer.json, or a tokenizer's name
-("gpt2", "char" is not one: a character vocabulary comes from a corpus). `--merges` shows, for a
+It takes a checkpoint or run folder (its tokenizer), a Hugging Face GPT-2 folder, a
+tokenizer.json, or a tiktoken encoding's name such as "gpt2" (a character vocabulary comes from a
+corpus, so it has no name). `--merges` shows, for a
 byte-level BPE, each chunk starting from its bytes and every merge applied to it in turn, as
 tiktoken's educational visualiser does (bpe.merge_steps).
 """
@@ -13,8 +14,9 @@ import json
 from pathlib import Path
 
 from ..bpe import merge_steps, readable, split_into_chunks
-from ..errors import UserError
+from ..errors import UserError, short_cause
 from ..formats.checkpoint import load_checkpoint
+from ..formats.gpt2 import hf_folder_tokenizer, is_hf_folder
 from ..tokenizer import from_description, tiktoken_tokenizer
 from ..inspection import token_label
 
@@ -26,7 +28,9 @@ def load_tokenizer(source: str):
         try:
             return from_description(json.loads(path.read_text()))
         except (OSError, ValueError) as error:
-            raise UserError(f"{path} is not a tokenizer.json of ours ({error}); give a checkpoint or run folder")
+            raise UserError(f"{path} is not a tokenizer.json of ours ({short_cause(error)}); give a checkpoint or run folder")
+    if is_hf_folder(path):
+        return hf_folder_tokenizer(path) or tiktoken_tokenizer("gpt2")
     if path.is_dir():
         return load_checkpoint(path).tokenizer
     return tiktoken_tokenizer(source)

@@ -215,14 +215,12 @@ def run_bpe(scan: CorpusScan, cached: dict | None, val_fraction: float, split: s
             say, progress: bool | None) -> BPETokenizer:
     """The run's BPE: the one an earlier preparation of the same data learned (training is
     deterministic, so it would learn it again), or one learned now from the training split."""
-    if cached is not None and [cached.get(k) for k in ("corpus_sha256", "val_fraction", "split")] == \
-            [scan.sha256, val_fraction, split] and cached["tokenizer"].get("kind") == "bpe":
+    if cached is not None and [cached.get(k) for k in ("corpus_sha256", "val_fraction", "split", "bpe_vocab_size")] \
+            == [scan.sha256, val_fraction, split, vocab_size] and cached["tokenizer"].get("kind") == "bpe":
         try:
-            tokenizer = from_description(cached["tokenizer"])
-        except ValueError:
-            tokenizer = None
-        if tokenizer is not None and tokenizer.vocab_size == vocab_size:
-            return tokenizer
+            return from_description(cached["tokenizer"])
+        except ValueError:  # a damaged description: learn it again
+            pass
     text, total = training_text(scan, val_fraction, split, corpus, BPE_TRAINING_CHARS)
     started = time.perf_counter()
     with tqdm(total=vocab_size - 257, desc="learning BPE merges", unit="merge", dynamic_ncols=True,
@@ -265,6 +263,8 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         "split": split,
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
     }
+    if isinstance(tokenizer, BPETokenizer) and tokenizer_kind == "bpe":
+        meta["bpe_vocab_size"] = vocab_size  # asked for: a short text can end with fewer tokens
     reusable = cached is not None and {key: cached.get(key, "characters" if key == "split" else None)
                                        for key in meta} == meta
     if reusable and not bins_match(data_dir, cached, tokenizer.vocab_size):
@@ -274,7 +274,7 @@ def prepare_data(corpus: str, tokenizer_kind: str, val_fraction: float, data_dir
         changed = [key for key in meta if cached.get(key, "characters" if key == "split" else None) != meta[key]]
         reasons = {"corpus": "another corpus", "corpus_sha256": "the corpus's text has changed",
                    "tokenizer": "another tokenizer", "val_fraction": "another split", "split": "another split",
-                   "dtype": "another token type"}
+                   "dtype": "another token type", "bpe_vocab_size": "another data.vocab_size"}
         said = ", ".join(dict.fromkeys(reasons[key] for key in changed))
         say(f"note: {data_dir} was prepared from other data ({said}); preparing it again")
     if reusable:
