@@ -181,6 +181,16 @@ class EncodingTokenizer:
 
     encoding: tiktoken.Encoding
 
+    @property
+    def pattern(self) -> str:
+        """The regular expression that splits text into chunks before BPE."""
+        return self.encoding._pat_str  # tiktoken has no public accessor
+
+    @property
+    def ranks(self) -> dict[bytes, int]:
+        """Each token's bytes -> its id (its rank: lower was learned earlier)."""
+        return self.encoding._mergeable_ranks  # tiktoken has no public accessor
+
     def encode(self, text: str) -> list[int]:
         # The corpus is plain text: "<|endoftext|>" in it is ordinary characters, not the special token.
         return self.encoding.encode_ordinary(text)
@@ -204,14 +214,13 @@ class BPETokenizer(EncodingTokenizer):
     def __init__(self, merges: list[tuple[int, int]], pattern: str = GPT2_PATTERN,
                  specials: tuple[str, ...] = (END_OF_TEXT,)):
         self.merges = [tuple(pair) for pair in merges]
-        self.pattern = pattern
         table = token_bytes(self.merges)
-        self.ranks = {piece: rank for rank, piece in enumerate(table)}
-        if len(self.ranks) != len(table):
+        ranks = {piece: rank for rank, piece in enumerate(table)}
+        if len(ranks) != len(table):
             raise ValueError("two merges make the same token; the merges are not a trained BPE")
         self.specials = {name: len(table) + k for k, name in enumerate(specials)}
         self.vocab_size = len(table) + len(self.specials)
-        self.encoding = tiktoken.Encoding(name=f"bpe{self.vocab_size}", pat_str=pattern, mergeable_ranks=self.ranks,
+        self.encoding = tiktoken.Encoding(name=f"bpe{self.vocab_size}", pat_str=pattern, mergeable_ranks=ranks,
                                           special_tokens=self.specials)
 
     @classmethod

@@ -188,7 +188,7 @@ def test_safe_cuts_hold_for_each_split_pattern_on_random_text(encoding):
     rng = random.Random(0)
     for _ in range(400):
         text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(50, 300)))
-        pieces = split_pieces(text, rng.randint(5, 40), cut_pattern(encoding))
+        pieces = split_pieces(text, rng.randint(5, 40), cut_pattern(pattern))
         assert "".join(pieces) == text
         assert [t for piece in pieces for t in bpe.encode_ordinary(piece)] == bpe.encode_ordinary(text), text
 

@@ -181,3 +181,12 @@ def test_a_lock_replaced_under_a_training_is_not_deleted_at_its_end(tmp_path):
         with pytest.raises(ValueError, match="removed or replaced"):
             lock.check_held()
     assert (tmp_path / "run" / "run.lock").read_text() == f"{os.getppid()}\n"
+
+
+def test_replacing_a_folder_never_replaces_a_file_in_its_place(tmp_path):
+    from minitransformer.machine.files import write_folder_atomically
+
+    (tmp_path / "last").write_text("mine")
+    with pytest.raises(FileExistsError):
+        write_folder_atomically(tmp_path / "last", lambda folder: (folder / "x").write_text("new"))
+    assert (tmp_path / "last").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["last"]

@@ -13,7 +13,7 @@ tiktoken's educational visualiser does (bpe.merge_steps).
 import json
 from pathlib import Path
 
-from ..bpe import merge_steps, readable, split_into_chunks
+from ..bpe import EncodingTokenizer, merge_steps, readable, split_into_chunks
 from ..errors import UserError, short_cause
 from ..formats.checkpoint import load_checkpoint
 from ..formats.gpt2 import hf_folder_tokenizer, is_hf_folder
@@ -44,14 +44,11 @@ def tokenize(source: str, text: str, merges: bool = False, say=print) -> list[in
     say(" | ".join(token_label(tokenizer, i) for i in ids))
     say(str(ids))
     if merges:
-        encoding = getattr(tokenizer, "encoding", None)
-        if encoding is None:
+        if not isinstance(tokenizer, EncodingTokenizer):
             raise UserError("--merges shows byte-level BPE merges; this tokenizer has one token per character")
-        ranks = encoding._mergeable_ranks
-        pattern = encoding._pat_str
-        for chunk in split_into_chunks(text, pattern):
+        for chunk in split_into_chunks(text, tokenizer.pattern):
             say(f"chunk {readable(chunk.encode('utf-8'))}:")
-            for rank, parts in merge_steps(chunk.encode("utf-8"), ranks):
+            for rank, parts in merge_steps(chunk.encode("utf-8"), tokenizer.ranks):
                 step = "  bytes     " if rank is None else f"  merge {rank:>5}"
                 say(f"{step}: {' | '.join(readable(part) for part in parts)}")
     return ids

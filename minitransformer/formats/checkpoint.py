@@ -222,10 +222,20 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
 def read_run_config(path: str | Path) -> dict:
     """The whole run's config saved in a checkpoint folder (or a run folder's best one), read
     without loading any tensors."""
-    path = find_checkpoint(path)
+    return checked_config(find_checkpoint(path))[1]
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The model config a checkpoint folder (or a run folder's best one) records, read without
+    loading any tensors."""
+    return checked_config(find_checkpoint(path))[0]
+
+
+def checked_config(path: Path) -> tuple[ModelConfig, dict]:
+    """read_config, or the one-line damaged-checkpoint error."""
     try:
-        return read_config(path)[1]
-    except Exception as error:  # a missing file, bad JSON, no "run" entry
+        return read_config(path)
+    except Exception as error:  # a missing file, bad JSON, no "model" or "run" entry
         raise damaged(path, error)
 
 

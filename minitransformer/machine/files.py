@@ -19,6 +19,7 @@ Design choices:
   disk, Ctrl-C), the temporary is removed and the error goes on up: the previous version stays.
 """
 
+import errno
 import os
 import re
 import secrets
@@ -126,8 +127,11 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     """Call write(temp_folder) to fill a new folder, then put it in place at path.
 
     replace: swap out a folder already at path (two renames; see the module's docstring). Without
-    it, path must be absent or an empty folder: nothing that is there is ever replaced.
+    it, path must be absent or an empty folder: nothing that is there is ever replaced. A file at
+    path is never replaced (FileExistsError).
     """
+    if path.exists() and not path.is_dir():  # only a folder is ever swapped out, never a file
+        raise FileExistsError(errno.EEXIST, "a file is in the way of a folder", str(path))
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}"))
     old = None
     try:

@@ -22,7 +22,6 @@ from typing import NamedTuple
 from ..config import DEFAULT_MODEL, SECTIONS, TrainConfig, load_config, read_toml
 from ..formats.checkpoint import read_run_config
 from ..errors import UserError
-from ..formats.load import load_model
 from ..model import GPT
 from ..tokenizer import CharTokenizer, TiktokenTokenizer
 from .loop import train as run_training
@@ -43,7 +42,7 @@ PYTHON_ADVICE = [
 class Trained(NamedTuple):
     """What `train` returns: `model, tokenizer, metrics = train(...)`."""
 
-    model: GPT  # in eval mode; the weights at the end of training (the run folder also keeps best/)
+    model: GPT  # in eval mode, on the training's device; the weights of last/ (the run folder also keeps best/)
     tokenizer: CharTokenizer | TiktokenTokenizer
     metrics: list[dict]  # the rows of metrics.jsonl: step, train_loss, val_loss, lr, elapsed_s, ...
 
@@ -91,11 +90,10 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
             tables = read_toml(config) if config is not None else {"model": DEFAULT_MODEL}
         merged = {section: {**tables.get(section, {}), **changes[section]} for section in SECTIONS}
         run_config = load_config(tables=merged)
-        run_training(run_config, resume=resume, pause_after=pause_after, quiet=quiet, init_from=init_from,
-                     remeasure=remeasure, progress_bar="auto",
-                     resume_hint=lambda folder: f"train(out={str(folder)!r}, resume=True)")
+        result = run_training(run_config, resume=resume, pause_after=pause_after, quiet=quiet, init_from=init_from,
+                              remeasure=remeasure, progress_bar="auto",
+                              resume_hint=lambda folder: f"train(out={str(folder)!r}, resume=True)")
     except UserError as error:
         raise UserError(python_advice(str(error))) from None
-    out_dir = Path(run_config.train.out_dir)
-    model, tokenizer = load_model(out_dir / "last")
-    return Trained(model, tokenizer, read_metrics_rows(out_dir / "metrics.jsonl", say=lambda line: None))
+    metrics = read_metrics_rows(Path(run_config.train.out_dir) / "metrics.jsonl", say=lambda line: None)
+    return Trained(result["model"].eval(), result["tokenizer"], metrics)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..bpe import GPT2_PATTERN
 from ..errors import UserError
 
 SHIPPED_CORPUS = "tinyshakespeare"
@@ -128,14 +129,14 @@ def scan_corpus(corpus: str, files: list[Path], bar: tqdm | None = None) -> Corp
 # non-space, or before punctuation that follows a letter or number. cl100k's and o200k's patterns
 # attach newlines to punctuation and marks to letters: there a cut goes only before a space or tab
 # that follows a non-space, or before a newline that follows a letter or digit.
-GPT2_LIKE = ("gpt2", "r50k_base", "p50k_base", "p50k_edit")
 GPT2_CUTS = re.compile(r"(?<=\S)[ \t\n]|(?<=[^\W\d_])[^\w\s']")
 OTHER_CUTS = re.compile(r"(?<=\S)[ \t]|(?<=[^\W_])\n")
 
 
-def cut_pattern(encoding_name: str) -> re.Pattern:
-    """The safe cuts for a tiktoken encoding, by the split pattern it uses."""
-    return GPT2_CUTS if encoding_name in GPT2_LIKE else OTHER_CUTS
+def cut_pattern(split_pattern: str) -> re.Pattern:
+    """The safe cuts for a BPE whose text is split by split_pattern: GPT-2's pattern (also r50k's,
+    p50k's, and a BPE learned here) allows more than any other, which gets the cautious rule."""
+    return GPT2_CUTS if split_pattern == GPT2_PATTERN else OTHER_CUTS
 
 
 def safe_cut(text: str, cuts: re.Pattern = GPT2_CUTS) -> int:

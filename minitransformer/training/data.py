@@ -39,7 +39,7 @@ from .corpus import (PIECE_CHARS, CorpusScan, corpus_files, cut_pattern, safe_cu
                      text_pieces)
 from ..errors import UserError
 from ..machine.files import write_folder_atomically
-from ..bpe import BPETokenizer
+from ..bpe import BPETokenizer, EncodingTokenizer
 from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer, from_description
 
 def token_dtype(vocab_size: int) -> type:
@@ -53,7 +53,7 @@ class Dataset:
 
     train: np.ndarray
     val: np.ndarray
-    tokenizer: CharTokenizer | TiktokenTokenizer
+    tokenizer: CharTokenizer | EncodingTokenizer
 
 
 DATA_FILES = ("meta.json", "train.bin", "val.bin")  # all that a data folder of ours holds
@@ -101,10 +101,11 @@ def bins_match(data_dir: Path, meta: dict, vocab_size: int) -> bool:
 class TokenWriter:
     """Tokenises a stream of text into a token file, a batch of pieces at a time."""
 
-    def __init__(self, path: Path, tokenizer: CharTokenizer | TiktokenTokenizer, dtype: str):
+    def __init__(self, path: Path, tokenizer: CharTokenizer | EncodingTokenizer, dtype: str):
         self.file = path.open("wb")
         self.tokenizer, self.dtype = tokenizer, dtype
-        self.cuts = cut_pattern(getattr(tokenizer, "name", ""))  # where BPE text may be cut (corpus.py)
+        # Where BPE text may be cut (corpus.py); characters may be cut anywhere (flush).
+        self.cuts = cut_pattern(tokenizer.pattern) if isinstance(tokenizer, EncodingTokenizer) else None
         self.pending: list[str] = []  # text not tokenised yet
         self.pending_chars = 0
         self.batch_chars = PIECE_CHARS * (os.cpu_count() or 1)  # one piece per core per batch
@@ -203,10 +204,11 @@ def training_text(scan: CorpusScan, val_fraction: float, split: str, corpus: str
         total = sum(scan.file_chars[: len(files)]) + len(files) - 1
     else:
         files, total = scan.files, int(scan.chars * (1 - val_fraction))
-    pieces, wanted = [], min(limit, total)
+    pieces, wanted, taken = [], min(limit, total), 0
     for piece in text_pieces(files):
-        pieces.append(piece[: wanted - sum(map(len, pieces))])
-        if sum(map(len, pieces)) >= wanted:
+        pieces.append(piece[: wanted - taken])
+        taken += len(pieces[-1])
+        if taken >= wanted:
             break
     return "".join(pieces), total
 

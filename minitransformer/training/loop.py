@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from ..config import RunConfig, TrainConfig
 from .data import Dataset, get_batch
 from ..machine.device import autocast, matmul_peak
 from .distributed import Ranks, start_distributed, stop_distributed
-from ..errors import UserError
+from ..errors import UserError, short_cause
 from ..generate import generate
 from .memory import flops_per_token
 from ..model import GPT
@@ -72,9 +72,20 @@ def check_folder(run: Run) -> None:
         run.lock.check_held()
 
 
+@contextmanager
+def writing_into_folder(run: Run):
+    """Check the folder before a write, and again when the write fails: a folder deleted in the
+    middle of writing is said to be that, not a full disk."""
+    check_folder(run)
+    try:
+        yield
+    except (UserError, OSError):
+        check_folder(run)
+        raise
+
+
 def save_run(run: Run, name: str) -> None:
     """Write the run's checkpoint `name` (last or best) into its folder."""
-    check_folder(run)
     rng = {"batches": run.batch_generator.get_state(), "torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
@@ -84,11 +95,8 @@ def save_run(run: Run, name: str) -> None:
         "dtype": str(run.dtype).removeprefix("torch."),
         "optimizers": [optimizer.state_dict() for optimizer in run.optimizers], "rng": rng,
     }
-    try:
+    with writing_into_folder(run):
         save_checkpoint(run.out_dir / name, run.model, run.config.to_dict(), run.dataset.tokenizer, train_state)
-    except UserError:
-        check_folder(run)  # a run folder deleted in the middle of saving is that, not a full disk
-        raise
 
 
 @torch.no_grad()
@@ -135,12 +143,8 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
             rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
             peak = matmul_peak(run.dtype, run.device) * run.ranks.world
             row.update(tokens_per_s=round(rate, 1), mfu=round(rate * flops_per_token(run.model.config) / peak, 4))
-        check_folder(run)
-        try:
+        with writing_into_folder(run):
             append_metrics(run.out_dir / "metrics.jsonl", row)
-        except OSError:
-            check_folder(run)  # as in save_run
-            raise
         if new_best:
             save_run(run, "best")
         save_run(run, "last")
@@ -250,7 +254,8 @@ def describe(run: Run) -> str:
 def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
           init_from: str | None = None, remeasure: bool = False, progress_bar: str | None = None,
           resume_hint=None) -> dict:
-    """Train as `config` says; returns the step reached, the last evaluation's losses, and why it stopped.
+    """Train as `config` says; returns the step reached, the last evaluation's losses, why it
+    stopped, and the model (its weights are those saved in `last/`) with its tokenizer.
 
     pause_after: stop after this many steps in this call (saving `last/`), to be continued later
     with resume=True; the schedule is unaffected. init_from: a checkpoint, run or Hugging Face
@@ -298,7 +303,7 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
             except RuntimeError as error:
                 if not ranks.lost_peer(error):
                     raise
-                raise UserError(f"another training process stopped ({str(error).splitlines()[0][:120]}); "
+                raise UserError(f"another training process stopped ({short_cause(error)}); "
                                 f"{out_dir / 'last'} is intact; resume with: {how_to_resume}")
             finally:
                 bar.close()
@@ -355,12 +360,10 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             if (step % cfg.eval_interval == 0 or evaluation_due(run)) and not (resume and step == start_step):
                 losses = evaluate_and_save(run, saved_step)
                 saved_step = step
-            interrupted = run.ranks.any(stop.requested)  # a Ctrl-C seen by any rank stops them all here
-            if run.say.closed:
-                stopped_by = "output closed"
-                break
+            # A Ctrl-C seen by any rank, or rank 0's stdout closed, stops them all here, together.
+            interrupted = run.ranks.any(stop.requested or run.say.closed)
             if interrupted or (pause_after is not None and step - start_step >= pause_after):
-                stopped_by = "interrupt" if interrupted else "pause"
+                stopped_by = ("output closed" if run.say.closed else "interrupt") if interrupted else "pause"
                 break
             started = time.perf_counter()
             loss = train_step(run, saved_step)
@@ -375,7 +378,8 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             losses = evaluate_and_save(run, saved_step)
         elif saved_step != state.step and run.ranks.main:
             save_run(run, "last")
-    return {"step": state.step, "losses": losses, "stopped_by": stopped_by}
+    return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
+            "tokenizer": run.dataset.tokenizer}
 
 
 def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int, say=print) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..formats.checkpoint import (damaged, find_checkpoint, load_checkpoint, load_weights, model_from_checkpoint,
-                                  read_config, weights_of)
+                                  read_model_config, weights_of)
 from ..config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
 from ..machine.device import autocast, best_seconds, choose_dtype
@@ -218,14 +218,6 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
     return Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
                logged=(state.step, state.elapsed_s))
-
-
-def read_model_config(path: Path) -> ModelConfig:
-    """The model config a checkpoint folder records, read without loading any tensors."""
-    try:
-        return read_config(path)[0]
-    except Exception as error:
-        raise damaged(path, error)
 
 
 def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict]) -> None:
