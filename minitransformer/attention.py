@@ -11,6 +11,8 @@ Design choices:
   encodings act on q and k rather than on the residual stream.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,10 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from typing import TYPE_CHECKING
+
 from .config import ModelConfig
-from .kv_cache import KVCache
 from .positional import apply_rotary
 from .taps import Tap, Taps, untapped
+
+if TYPE_CHECKING:  # kv_cache.py builds its masks with attention_mask below
+    from .kv_cache import KVCache, StaticKVCache
 
 
 def causal_mask(T: int, past: int = 0, device: torch.device | None = None) -> torch.Tensor:
@@ -131,7 +137,7 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
@@ -142,17 +148,19 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q = apply_rotary(q, *rope)
             k = apply_rotary(k, *rope)
-        past, pads = (cache.length, cache.pads) if cache is not None else (0, None)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
+            k, v = cache.update(self.layer, k, v)  # (B, H, S, D): every position stored, these included
+            mask = cache.mask(T, self.causal, x.device)
+        else:
+            mask = attention_mask(T, causal=self.causal, device=x.device)
         q, k, v = self.tap("q", q), self.tap("k", k), self.tap("v", v)
-        mask = attention_mask(T, past, pads, self.causal, x.device)
         dropout_p = self.dropout if self.training else 0.0
-        if self.impl == "manual" or T == 1 and (mask is not None or B > 1):
-            # One query per row over the cache, for a batch or with a padding mask: two small
-            # matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
+        if self.impl == "manual" or x.device.type == "cpu" and T == 1 and (mask is not None or B > 1):
+            # On a CPU, one query per row over the cache, for a batch or with a padding mask: two
+            # small matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
             # 150 keys: 290 us against 83 us on a 2-core AMD EPYC); for a single row without a
-            # mask it is the faster of the two, and is kept.
+            # mask it is the faster of the two, and is kept. On a GPU one fused kernel is cheaper
+            # than the five of the written-out path.
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale, self.tap)
         elif mask is not None and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
             # A square (T, T) mask is the plain causal triangle, which the fused kernel builds

@@ -5,6 +5,9 @@ Design choices:
   `generate` collects them into one tensor.
 - With `use_cache=True` each step feeds only the newest token and reads the earlier positions'
   keys and values from a `KVCache`; the result equals re-running the whole sequence (tested).
+- On a CUDA GPU the one-token step is replayed from a recorded CUDA graph over a StaticKVCache
+  (machine/cuda_graphs.py): the same computation launched as one graph instead of ~100 kernels.
+  `cuda_graph=False` runs every step eagerly, as on a CPU; greedy text is the same (tested on a GPU).
 - Past `block_size` the context is cropped to its last `block_size` tokens, and the cropped window
   starts again at position 0. Learned positions have no row beyond `block_size - 1`; sinusoidal
   and rotary positions could be computed further, but the model never saw them in training, and
@@ -25,6 +28,7 @@ import torch
 from .machine.device import best_seconds, choose_dtype
 from .errors import UserError
 from .kv_cache import KVCache
+from .machine.cuda_graphs import decode_graph
 from .model import GPT
 from .machine.packed import pack_linears, packing_available
 
@@ -79,24 +83,28 @@ def stream_tokens(
     top_p: float | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    cuda_graph: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield max_new_tokens tokens (B, 1), one per step, continuing idx (B, T).
 
-    Call it on a model in eval mode (no dropout), as `generate` does.
+    Call it on a model in eval mode (no dropout), as `generate` does. cuda_graph: on a CUDA
+    device, replay each cached step from a recorded graph (False: run it eagerly).
     """
     check_sampling(temperature, top_k, top_p)
     if idx.shape[1] == 0:
         raise UserError("generation needs at least one token to start from; give a non-empty prompt")
     block_size = model.config.block_size
+    graph = decode_graph(model, idx.shape[0]) if use_cache and cuda_graph else None  # None off CUDA
     cache = None
     for _ in range(max_new_tokens):
         if not use_cache:
             logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
         elif cache is not None and cache.length < block_size:
-            logits = model.next_token_logits(idx[:, -1:], cache)  # (B, V): only the newest token
+            newest = idx[:, -1:]  # (B, 1): only the newest token goes in
+            logits = graph.step(newest) if graph is not None else model.next_token_logits(newest, cache)  # (B, V)
         else:
             # First step, or the window is full and slides: (re)build the cache from the window.
-            cache = KVCache(model.config.n_layer, block_size)
+            cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
             logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
         next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
@@ -112,15 +120,18 @@ def generate(
     top_p: float | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    cuda_graph: bool = True,
 ) -> torch.Tensor:
     """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
     Puts the model in eval mode for the duration (no dropout) and restores its mode afterwards.
+    cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
     was_training = model.training
     model.eval()
     try:
-        new = list(stream_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
+        new = list(stream_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator,
+                                 cuda_graph))
     finally:
         model.train(was_training)
     return torch.cat([idx, *new], dim=1)
@@ -135,6 +146,7 @@ def generate_batch(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    cuda_graph: bool = True,
 ) -> list[list[int]]:
     """Continue several prompts of different lengths at once; returns each prompt followed by its
     max_new_tokens new tokens.
@@ -143,7 +155,9 @@ def generate_batch(
     which the model gives every row its own positions and hides the padding from attention. So
     each row computes what `generate` computes for its prompt alone (with temperature 0, the same
     tokens), for every positional encoding and both attention paths. Past block_size, each row's
-    window is its own last block_size tokens, rebuilt every step, as in `generate`.
+    window is its own last block_size tokens, rebuilt every step, as in `generate`. The new tokens
+    stay on the device until the end (or a rebuild), so no step waits for the host.
+    cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
     check_sampling(temperature, top_k, top_p)
     if not prompts or any(len(prompt) == 0 for prompt in prompts):
@@ -152,26 +166,37 @@ def generate_batch(
     was_training = model.training
     model.eval()
     rows = [list(prompt) for prompt in prompts]
-    cache = None
+    new: list[torch.Tensor] = []  # (B, 1) tokens each, still on the device, not yet in rows
     try:
+        graph = decode_graph(model, len(rows)) if cuda_graph else None  # None off CUDA
+        cache = None
         for _ in range(max_new_tokens):
             if cache is not None and cache.length < block_size:
-                idx = torch.tensor([row[-1:] for row in rows], device=device)  # (B, 1): each row's newest token
+                newest = new[-1]  # (B, 1): each row's newest token
+                logits = graph.step(newest) if graph is not None else model.next_token_logits(newest, cache)  # (B, V)
             else:
                 # First step, or the longest row's window is full: rebuild from every row's window.
+                append_new(rows, new)
                 windows = [row[-block_size:] for row in rows]
                 width = max(len(window) for window in windows)
                 pads = torch.tensor([width - len(window) for window in windows], device=device)  # (B,)
                 # The padding token's id does not matter: attention never looks at it.
                 idx = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)  # (B, width)
-                cache = KVCache(model.config.n_layer, block_size, pads)
-            logits = model.next_token_logits(idx, cache)  # (B, V)
-            next_tokens = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            for row, token in zip(rows, next_tokens[:, 0].tolist()):
-                row.append(token)
+                cache = graph.start(pads) if graph is not None else KVCache(model.config.n_layer, block_size, pads)
+                logits = model.next_token_logits(idx, cache)  # (B, V)
+            new.append(sample_next(logits, temperature, top_k, top_p, generator))  # (B, 1)
     finally:
         model.train(was_training)
+    append_new(rows, new)
     return rows
+
+
+def append_new(rows: list[list[int]], new: list[torch.Tensor]) -> None:
+    """Move the new tokens, (B, 1) tensors, onto the end of their rows (reading them waits for the device)."""
+    if new:
+        for row, tokens in zip(rows, torch.cat(new, dim=1).tolist()):
+            row.extend(tokens)
+        new.clear()
 
 
 @torch.no_grad()

@@ -5,12 +5,30 @@ keys and values of those tokens do not change: with a causal mask, position i ne
 after i. The cache stores every layer's keys and values as they are computed; each later pass feeds
 only the new tokens and attends over the stored keys and values plus their own.
 
-Design choice: one preallocated (B, H, max_len, D) tensor per layer for keys and one for values,
-made on first use with the dtype and device of the first keys stored, and filled left to right;
-`length` counts the positions stored.
+A cache answers the three questions a forward pass asks about the past, so the model and
+attention ask it instead of working them out: `positions` (where the new tokens stand), `update`
+(store their keys and values, return everything stored) and `mask` (which stored keys each new
+query may see). Two caches answer them:
+
+- `KVCache`: one preallocated (B, H, max_len, D) tensor per layer for keys and one for values,
+  made on first use, filled left to right; `length` counts the positions stored, and `update`
+  returns only the filled part, (B, H, length + T, D). The plain one, used on CPUs.
+- `StaticKVCache`: the same, but every tensor keeps its shape and its address for the whole
+  generation, and the count of stored positions also lives on the device. `update` returns the
+  whole (B, H, max_len, D) buffer and `mask` hides the positions not written yet. Nothing in a
+  forward pass then depends on a number the host must know, so one forward pass can be recorded
+  as a CUDA graph and replayed for every new token (machine/cuda_graphs.py).
+
+Both record left padding (`pads`: the padding positions before each row's first token, when
+prompts of different lengths share a batch in generate_batch); each row's positions count from its
+first real token, and no query sees a padding key.
 """
 
+from __future__ import annotations
+
 import torch
+
+from .attention import attention_mask
 
 
 class KVCache:
@@ -24,6 +42,14 @@ class KVCache:
         self.length = 0
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.pass_mask: torch.Tensor | None = None  # the mask of the pass in progress, made once for all layers
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """Positions of the next T tokens: (T,), or (B, T) counted from each row's first real token."""
+        positions = torch.arange(self.length, self.length + T, device=device)  # (T,)
+        if self.pads is None:
+            return positions
+        return (positions - self.pads[:, None]).clamp(min=0)  # (B, T)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) for the next T positions; return all keys and values so far."""
@@ -36,6 +62,70 @@ class KVCache:
         self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # (B, H, length + T, D)
 
+    def mask(self, T: int, causal: bool, device: torch.device) -> torch.Tensor | None:
+        """Which of the keys `update` returns each of T new queries may see (attention.attention_mask)."""
+        if self.pass_mask is None:
+            self.pass_mask = attention_mask(T, self.length, self.pads, causal, device)
+        return self.pass_mask
+
     def advance(self, T: int) -> None:
         """Count T more positions as stored; called once per forward pass, after every layer."""
         self.length += T
+        self.pass_mask = None
+
+
+class StaticKVCache:
+    """A KVCache whose tensors never change shape or address, for generation with CUDA graphs."""
+
+    def __init__(self, n_layer: int, B: int, H: int, max_len: int, D: int, dtype: torch.dtype, device: torch.device):
+        self.max_len = max_len
+        # Zeros, not empty memory: a position not written yet is masked out of the scores, but
+        # its value still meets a weight of 0 in weights @ v, and 0 * NaN would be NaN.
+        self.keys = torch.zeros(n_layer, B, H, max_len, D, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.pads = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+        self.stored = torch.zeros((), dtype=torch.long, device=device)  # positions stored, on the device
+        self.length = 0  # the same count on the host, for the caller's bookkeeping
+        self.pass_mask: torch.Tensor | None = None
+
+    def reset(self, pads: torch.Tensor | None = None) -> None:
+        """Empty the cache for a new sequence (in place: a recorded graph keeps its addresses)."""
+        self.stored.zero_()
+        if pads is None:
+            self.pads.zero_()
+        else:
+            self.pads.copy_(pads)
+        self.length = 0
+        self.pass_mask = None
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """Positions of the next T tokens, (B, T), counted from each row's first real token."""
+        positions = self.stored + torch.arange(T, device=device)  # (T,)
+        return (positions[None, :] - self.pads[:, None]).clamp(min=0)  # (B, T)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, D) at the next T positions; return the whole buffers (B, H, max_len, D)."""
+        B, H, T, D = k.shape
+        where = self.stored + torch.arange(T, device=k.device)  # (T,): a tensor, so a graph replays it anywhere
+        self.keys[layer].index_copy_(2, where, k)
+        self.values[layer].index_copy_(2, where, v)
+        return self.keys[layer], self.values[layer]  # (B, H, max_len, D)
+
+    def mask(self, T: int, causal: bool, device: torch.device) -> torch.Tensor:
+        """(B, 1, T, max_len): the keys each new query may see; positions not written yet are hidden."""
+        if self.pass_mask is None:
+            keys = torch.arange(self.max_len, device=device)  # (S,)
+            queries = self.stored + torch.arange(T, device=device)  # (T,) where the queries stand
+            # The last key each query may see: itself (causal), or the last one written (not causal).
+            last = queries if causal else (self.stored + T - 1).expand(T)  # (T,)
+            allowed = keys[None, :] <= last[:, None]  # (T, S)
+            real = keys[None, :] >= self.pads[:, None]  # (B, S): not padding
+            itself = keys[None, :] == queries[:, None]  # (T, S): a padding query still sees itself
+            self.pass_mask = ((allowed[None] & real[:, None, :]) | itself[None])[:, None]  # (B, 1, T, S)
+        return self.pass_mask
+
+    def advance(self, T: int) -> None:
+        """Count T more positions as stored, on the device (replayed by a graph) and on the host."""
+        self.stored += T
+        self.length += T
+        self.pass_mask = None

@@ -22,7 +22,7 @@ from torch import nn
 from .attention import CausalSelfAttention
 from .config import ModelConfig
 from .errors import UserError
-from .kv_cache import KVCache
+from .kv_cache import KVCache, StaticKVCache
 from .positional import RotaryEmbedding, SinusoidalPositions
 from .taps import Tap, Taps, untapped
 
@@ -59,7 +59,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         x = self.tap("resid_pre", x)
@@ -127,7 +127,7 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids; targets: (B, T) next-token ids, -1 to ignore a position.
 
@@ -141,17 +141,18 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
         return logits, loss
 
-    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         """Logits (B, V) for the token after idx (B, T): the output head on the last position only,
         which is all that generation needs."""
         x = self.hidden_states(idx, cache)  # (B, T, C)
         return self.tap("logits", self.lm_head(x[:, -1:]))[:, 0]  # (B, 1, C) @ (C, V) -> (B, 1, V) -> (B, V)
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         """Embeddings, then every block, then the final LayerNorm: (B, T) ids -> (B, T, C).
 
-        A cache made for left-padded rows (`KVCache.pads`, in generate_batch) gives each row its
-        own positions, counted from its first real token, and hides the padding from attention.
+        With a cache, the cache says where the new tokens stand (kv_cache.py): after the
+        positions it holds, and for left-padded rows (generate_batch) counted from each row's
+        first real token.
         """
         B, T = idx.shape
         past = 0 if cache is None else cache.length
@@ -160,10 +161,10 @@ class GPT(nn.Module):
                 f"a sequence of {past + T} tokens is longer than model.block_size = "
                 f"{self.config.block_size}; pass at most the last {self.config.block_size} tokens"
             )
-        pads = None if cache is None else cache.pads  # (B,) padding before each row, or None
-        positions = torch.arange(past, past + T, device=idx.device)  # (T,) absolute positions
-        if pads is not None:
-            positions = (positions - pads[:, None]).clamp(min=0)  # (B, T): each row counts from its first token
+        if cache is None:
+            positions = torch.arange(T, device=idx.device)  # (T,)
+        else:
+            positions = cache.positions(T, idx.device)  # (T,) or (B, T)
         x = self.tap("embed", self.wte(idx))  # (B, T, C)
         if self.wpe is not None:
             pos = self.wpe(positions).expand(B, T, -1)  # (T, C) or (B, T, C) -> (B, T, C)
