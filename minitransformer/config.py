@@ -104,7 +104,7 @@ class ModelConfig:
         return self.n_embd // self.n_head
 
 
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("adamw", "muon")
 
 

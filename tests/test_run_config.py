@@ -53,7 +53,7 @@ def test_overrides_apply_on_top_of_a_file():
     (("max_steps=4",), ["SECTION.KEY=VALUE"]),
     (("train.max_steps=many",), ["train.max_steps", "int"]),
     (("train.max_steps=0",), ["train.max_steps", "positive"]),
-    (("train.dtype=float16",), ["train.dtype", "'bfloat16'"]),
+    (("train.dtype=float8",), ["train.dtype", "'bfloat16'", "'float16'"]),
     (("model.position=alibi",), ["model.position", "'rope'"]),
     (("model.n_embd=100", "model.n_head=3"), ["model.n_embd", "divisible"]),
     (("data.val_fraction=1.5",), ["data.val_fraction"]),

@@ -152,21 +152,24 @@ def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
 
 
 def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, say=None,
-                 remeasure: bool = False) -> torch.dtype:
-    """The dtype to compute in: 'float32', 'bfloat16', or 'auto', which picks bfloat16 only where
-    it is native (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX) and, on a CPU, measured faster.
+                 remeasure: bool = False, float16_fallback: bool = False) -> torch.dtype:
+    """The dtype to compute in: 'float32', 'bfloat16', 'float16', or 'auto', which picks bfloat16
+    only where it is native (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX) and, on a CPU,
+    measured faster. float16_fallback: on a CUDA GPU without native bfloat16 (T4, V100), 'auto'
+    picks float16 (training, with a gradient scaler) instead of float32.
 
     what: names the model and the work, for the remembered measurement; measure(dtype) returns
     the seconds that work takes in dtype. Without measure, a CPU stays in float32. say (if given)
     gets one line with the choice and its reason. remeasure: forget what was remembered.
     """
-    if name in ("float32", "bfloat16"):
+    if name in ("float32", "bfloat16", "float16"):
         return getattr(torch, name)
     dtype, reason = torch.float32, "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)"
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
-        dtype = torch.bfloat16 if native else torch.float32
-        reason = "the GPU computes bfloat16 natively" if native else "the GPU has no native bfloat16"
+        dtype = torch.bfloat16 if native else torch.float16 if float16_fallback else torch.float32
+        reason = "the GPU computes bfloat16 natively" if native else "the GPU has no native bfloat16" + (
+            " (float16 with a gradient scaler instead, as nanoGPT does)" if float16_fallback else "")
     elif device.type != "cpu" or measure is None:
         reason = f"no measurement for {device.type}"
     elif cpu_computes_bf16():
@@ -219,5 +222,5 @@ def synchronize(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """Run matrix products in dtype (bfloat16), or change nothing for float32."""
+    """Run matrix products in dtype (bfloat16 or float16), or change nothing for float32."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

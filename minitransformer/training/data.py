@@ -321,5 +321,11 @@ def get_batch(
     starts = torch.randint(len(split) - block_size, (batch_size * world,), generator=generator)  # (world * B,)
     starts = starts[rank * batch_size : (rank + 1) * batch_size]  # (B,): this rank's slice
     windows = np.stack([split[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64)  # (B, T + 1)
-    windows = torch.from_numpy(windows).to(device)
+    windows = torch.from_numpy(windows)
+    if device.type == "cuda":
+        # From pinned (page-locked) memory the copy runs in the background, and the host does not
+        # wait for the GPU to finish the steps before it (a copy from ordinary memory would).
+        windows = windows.pin_memory().to(device, non_blocking=True)
+    else:
+        windows = windows.to(device)
     return windows[:, :-1], windows[:, 1:]  # (B, T) each

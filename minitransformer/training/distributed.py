@@ -37,13 +37,18 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
+    def average_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Replace tensor by its mean over all ranks, in place, without waiting for the result."""
+        if self.world > 1:
+            dist.all_reduce(tensor)
+            tensor.div_(self.world)
+        return tensor
+
     def mean(self, value: float) -> float:
         """The mean of value over all ranks."""
         if self.world == 1:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor)
-        return tensor.item() / self.world
+        return self.average_(torch.tensor([value], dtype=torch.float64, device=self.device)).item()
 
     def any(self, flag: bool) -> bool:
         """True on every rank when flag is True on any rank."""

@@ -12,8 +12,15 @@ Design choices:
   same loss curve as a run that was never stopped (tested). With a time budget the schedule
   depends on the clock, so only step-based runs repeat exactly. The config's hyperparameters
   (learning rates, weight decay, betas) apply to the restored optimizer (optim.py).
-- A non-finite loss or gradient stops the run at once with one line; no checkpoint is written
-  after it, so `last/` keeps the last finite state.
+- A step never waits for the GPU: the loss stays on the device, and whether it (or the gradient
+  norm) stopped being finite is noted there (`note_nonfinite`). The host reads the note when it
+  reports progress (about once a second), before every evaluation and save, and at every step on
+  a CPU or under torchrun; a non-finite step then stops the run with one line naming that step,
+  and no checkpoint is written after it, so `last/` keeps the last finite state.
+- float16 (GPUs without native bfloat16) trains with a gradient scaler, as nanoGPT does: the loss
+  is multiplied before backward so small gradients survive float16, and a step whose gradients
+  overflow is skipped by the scaler, not counted as divergence (only a non-finite loss, or a
+  scale that collapses, is).
 - Ctrl-C only raises a flag that the loop checks between steps; the loop then saves `last/` and
   says how to resume. A checkpoint is never taken in the middle of an update.
 """
@@ -35,7 +42,7 @@ from tqdm.auto import tqdm as auto_tqdm
 from ..formats.checkpoint import save_checkpoint
 from ..config import RunConfig, TrainConfig
 from .data import Dataset, get_batch
-from ..machine.device import autocast, matmul_peak
+from ..machine.device import autocast, matmul_peak, synchronize
 from .distributed import Ranks, start_distributed, stop_distributed
 from ..errors import UserError, short_cause
 from ..generate import generate
@@ -95,6 +102,8 @@ def save_run(run: Run, name: str) -> None:
         "dtype": str(run.dtype).removeprefix("torch."),
         "optimizers": [optimizer.state_dict() for optimizer in run.optimizers], "rng": rng,
     }
+    if run.scaler.is_enabled():
+        train_state["scaler"] = run.scaler.state_dict()
     with writing_into_folder(run):
         save_checkpoint(run.out_dir / name, run.model, run.config.to_dict(), run.dataset.tokenizer, train_state)
 
@@ -111,13 +120,13 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
     losses = {}
     for name, split in (("train", dataset.train), ("val", dataset.val)):
         generator = torch.Generator().manual_seed(train.seed + 1)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device, read once
         for _ in range(train.eval_batches):
             x, y = get_batch(split, train.batch_size, model.config.block_size, generator, device, ranks.rank, ranks.world)
             with autocast(device, dtype):
                 _, loss = model(x, y)
-            total += loss.item()
-        losses[name] = ranks.mean(total / train.eval_batches)
+            total += loss
+        losses[name] = ranks.mean(total.item() / train.eval_batches)
     model.train()
     return losses
 
@@ -125,6 +134,7 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
 def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
     """Evaluate, log a metrics row, and save `best/` (on a new lowest val loss) and `last/`."""
     cfg, state = run.config.train, run.state
+    check_finite(run, saved_step)
     losses = evaluate(run.model, run.dataset, cfg, run.dtype, run.ranks)
     for name, value in losses.items():
         if not math.isfinite(value):
@@ -158,15 +168,19 @@ def tokens_per_step(run: Run) -> int:
     return cfg.batch_size * cfg.grad_accum * run.model.config.block_size * run.ranks.world
 
 
-def train_step(run: Run, saved_step: int | None) -> float:
-    """One optimizer step: learning rate, grad_accum micro-batches, clipping, update. Returns the loss."""
-    cfg, state, model = run.config.train, run.state, run.model
+def train_step(run: Run) -> torch.Tensor:
+    """One optimizer step: learning rate, grad_accum micro-batches, clipping, update.
+
+    Returns the loss as a 0-d tensor on the device: nothing here reads a value back to the host,
+    so on a GPU the host queues this step's work and goes on to prepare the next one.
+    """
+    cfg, state, model, scaler = run.config.train, run.state, run.model, run.scaler
     # Warm-up ends: the cosine starts here. ">=", not "==": a run resumed with a shorter warm-up
     # than the step it stands at is past its warm-up at once.
     if state.step >= cfg.warmup_steps and state.schedule.decay_start is None:
         state.schedule.decay_start = state.now(state.schedule.unit)
     set_learning_rate(run.optimizers, lr_at(state.step, state.now(state.schedule.unit), state.schedule, cfg))
-    total = 0.0
+    total = torch.zeros((), device=run.device)
     for micro in range(cfg.grad_accum):
         x, y = get_batch(run.dataset.train, cfg.batch_size, model.config.block_size, run.batch_generator, run.device,
                          run.ranks.rank, run.ranks.world)
@@ -176,19 +190,51 @@ def train_step(run: Run, saved_step: int | None) -> float:
         with autocast(run.device, run.dtype), (nullcontext() if last or run.ranks.world == 1 else run.trainer.no_sync()):
             _, loss = run.trainer(x, y)
             # Each micro-batch's loss is a mean over its tokens; dividing by grad_accum makes the
-            # summed gradients those of the mean over the whole step's tokens.
-            (loss / cfg.grad_accum).backward()
-        total += loss.item() / cfg.grad_accum
-    total = run.ranks.mean(total)  # every rank sees the same loss, so all stop together if it is NaN
+            # summed gradients those of the mean over the whole step's tokens. The scaler (float16
+            # only; otherwise it changes nothing) multiplies the loss so small gradients survive.
+            scaler.scale(loss / cfg.grad_accum).backward()
+        total += loss.detach() / cfg.grad_accum
+    run.ranks.average_(total)  # every rank sees the same loss, so all stop together if it is NaN
+    for optimizer in run.optimizers:
+        scaler.unscale_(optimizer)  # the true gradients, before clipping them
     # Clipping at infinity clips nothing but still measures the norm, which must be finite.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-    if not math.isfinite(total) or not math.isfinite(norm.item()):
-        what, value = ("loss", total) if not math.isfinite(total) else ("gradient norm", norm.item())
-        raise diverged(state.step, what, value, cfg, saved_step)
+    note_nonfinite(run, total, norm)
     for optimizer in run.optimizers:
-        optimizer.step()
+        scaler.step(optimizer)  # skipped by the scaler when its gradients overflowed float16
         optimizer.zero_grad(set_to_none=True)
+    scaler.update()
     return total
+
+
+def note_nonfinite(run: Run, loss: torch.Tensor, norm: torch.Tensor) -> None:
+    """Note on the device the first step whose loss or gradient norm is not finite, without
+    waiting for it (`check_finite` reads the note). Under the float16 scaler, overflowing
+    gradients are the scaler's business (it skips the step), so only the loss counts."""
+    bad = ~torch.isfinite(loss)
+    if not run.scaler.is_enabled():
+        bad |= ~torch.isfinite(norm)
+    step = torch.full((), float(run.state.step), dtype=torch.float64, device=loss.device)
+    first = bad & (run.nonfinite[0] < 0)  # nothing noted before
+    run.nonfinite.copy_(torch.where(first, torch.stack((step, loss.double(), norm.double())), run.nonfinite))
+
+
+# Below this loss multiplier the float16 scaler has skipped ~40 steps in a row: every gradient
+# overflows, however small the scale, which is divergence.
+MIN_LOSS_SCALE = 2.0**-24
+
+
+def check_finite(run: Run, saved_step: int | None) -> None:
+    """Stop (Diverged) when a step so far had a non-finite loss or gradient norm (this reads the
+    device's note, so on a GPU it waits for the queued steps)."""
+    step, loss, norm = run.nonfinite.tolist()
+    cfg = run.config.train
+    if step >= 0:
+        what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+        raise diverged(int(step), what, value, cfg, saved_step)
+    if run.scaler.is_enabled() and run.scaler.get_scale() < MIN_LOSS_SCALE:
+        raise diverged(run.state.step, "float16 loss scale (every gradient overflowed for many steps)",
+                       run.scaler.get_scale(), cfg, saved_step)
 
 
 class StopRequest:
@@ -346,18 +392,27 @@ def progress_of(run: Run) -> float:
     return min(run.state.now(schedule.unit) / schedule.end, 1.0)
 
 
+# Seconds between progress reports (the bar's loss and speed), each of which waits for the GPU.
+REPORT_S = 1.0
+
+
 def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     """The training loop itself: evaluate and save every eval_interval steps, step, repeat."""
     cfg, state = run.config.train, run.state
     start_step = state.step
     saved_step = state.step if resume else None  # the step that last/ holds
     stopped_by, losses = None, None
+    # On a CPU reading a value costs nothing; under torchrun every step already waits for the
+    # others. On one GPU the host reads the device only when it reports, about once a second.
+    read_every_step = run.device.type != "cuda" or run.ranks.world > 1
+    reported = (time.perf_counter(), state.step, state.elapsed_s)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
             if state.now(state.schedule.unit) >= state.schedule.end:
                 break
             # A resumed run's first step was evaluated before the run stopped.
             if (step % cfg.eval_interval == 0 or evaluation_due(run)) and not (resume and step == start_step):
+                finish_queued_steps(run)
                 losses = evaluate_and_save(run, saved_step)
                 saved_step = step
             # A Ctrl-C seen by any rank, or rank 0's stdout closed, stops them all here, together.
@@ -366,20 +421,44 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
                 stopped_by = ("output closed" if run.say.closed else "interrupt") if interrupted else "pause"
                 break
             started = time.perf_counter()
-            loss = train_step(run, saved_step)
+            loss = train_step(run)
+            # On a GPU this is the time to queue the step; once the queue is full the host waits
+            # for the GPU, so over many steps it adds up to the GPU's time (finish_queued_steps
+            # adds what is still queued before anything else is timed).
             seconds = run.ranks.from_main(time.perf_counter() - started)  # rank 0's clock decides
             state.step = step + 1
             state.elapsed_s += seconds
             check_folder(run)
-            bar.set_postfix_str(f"step {state.step}, loss {loss:.3f}, lr {run.optimizers[-1].param_groups[0]['lr']:.2e}, "
-                                f"{tokens_per_step(run) / seconds / 1000:.1f}k tok/s", refresh=False)
-            bar.update(round(100 * progress_of(run)) - bar.n)
+            if read_every_step or time.perf_counter() - reported[0] >= REPORT_S:
+                check_finite(run, saved_step)
+                reported = report(run, bar, loss, reported)
+        finish_queued_steps(run)
         if stopped_by is None:
             losses = evaluate_and_save(run, saved_step)
         elif saved_step != state.step and run.ranks.main:
+            check_finite(run, saved_step)
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
             "tokenizer": run.dataset.tokenizer}
+
+
+def finish_queued_steps(run: Run) -> None:
+    """Wait for the steps the GPU still has queued, counting the wait as training time."""
+    started = time.perf_counter()
+    synchronize(run.device)
+    run.state.elapsed_s += run.ranks.from_main(time.perf_counter() - started)
+
+
+def report(run: Run, bar: tqdm, loss: torch.Tensor, reported: tuple[float, int, float]) -> tuple[float, int, float]:
+    """Show the step, loss, learning rate and speed since the last report on the progress bar;
+    returns what the next report counts from."""
+    state = run.state
+    steps, seconds = state.step - reported[1], state.elapsed_s - reported[2]
+    speed = f", {steps * tokens_per_step(run) / seconds / 1000:.1f}k tok/s" if seconds > 0 else ""
+    bar.set_postfix_str(f"step {state.step}, loss {loss.item():.3f}, lr {run.optimizers[-1].param_groups[0]['lr']:.2e}"
+                        f"{speed}", refresh=False)
+    bar.update(round(100 * progress_of(run)) - bar.n)
+    return time.perf_counter(), state.step, state.elapsed_s
 
 
 def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int, say=print) -> None:

@@ -1,6 +1,6 @@
 """Optimizers and the learning-rate schedule.
 
-- `make_optimizers`: AdamW, or Muon for the blocks' matrices with AdamW for everything else.
+- `make_optimizers`: AdamW, or Muon (muon.py) for the blocks' matrices with AdamW for everything else.
 - `load_optimizer_state`: restore a saved optimizer, then re-apply the config's hyperparameters.
 - `Schedule` and `lr_at`: linear warm-up, then a cosine from the peak down to `min_lr_ratio`.
 
@@ -26,12 +26,13 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import UserError
+from .muon import Muon
 
 
 def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW, with weight decay on matrices (2-D weights) only, or Muon for the blocks' matrices.
 
-    Muon orthogonalises each update of a matrix; the embedding (tied to the head) stays with AdamW,
+    Muon (muon.py) orthogonalises each update of a matrix; the embedding (tied to the head) stays with AdamW,
     as Muon's authors advise. Each group remembers its peak learning rate in "peak_lr". On CUDA,
     AdamW runs fused: one kernel for all parameters instead of several per tensor.
     """
@@ -50,8 +51,7 @@ def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Op
     )
     optimizers = [adamw]
     if muon_matrices:
-        muon = torch.optim.Muon(muon_matrices, lr=train.muon_learning_rate, weight_decay=train.weight_decay,
-                                adjust_lr_fn="original")
+        muon = Muon(muon_matrices, lr=train.muon_learning_rate, weight_decay=train.weight_decay)
         optimizers = [muon, adamw]
     for optimizer in optimizers:
         for group in optimizer.param_groups:

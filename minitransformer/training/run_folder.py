@@ -79,33 +79,51 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         while self.descriptor is None:
             try:
-                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                descriptor, created = self.open()
             except OSError as error:
                 raise UserError(f"cannot write in the run folder {self.path.parent} ({error.strerror}); "
                                 "choose another --out or fix its permissions")
-            text = self.read_text(descriptor)
-            if text.strip() and not text.strip().isdigit():
-                os.close(descriptor)
-                raise UserError(f"{self.path} is not a lock minitransformer wrote (it holds other text); "
-                                "move that file away, or choose another --out")
-            previous = int(text) if text.strip() else None
-            if not self.try_lock(descriptor, previous):
-                os.close(descriptor)
-                raise UserError(
-                    f"another training (pid {previous}) is writing to {self.path.parent}; wait for it to "
-                    f"finish or stop it (kill {previous}), or train elsewhere with --out DIR"
-                )
-            # The holder before us may have deleted the file between our open and our lock: then
-            # we locked a file nobody else sees, and must start again on the new one.
-            if not self.same_file(descriptor):
-                os.close(descriptor)
-                continue
-            if previous is not None and previous != os.getpid():
-                self.say(f"note: took over the lock of {self.path.parent} left by pid {previous}, which is no longer running")
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode())
-            self.descriptor = descriptor
+            try:
+                self.take(descriptor)
+            except BaseException:
+                # A refusal, or Ctrl-C in the middle: a lock file this process made goes again.
+                if created and self.descriptor is None and self.same_file(descriptor):
+                    remove(self.path)
+                if self.descriptor is None:
+                    os.close(descriptor)
+                raise
         return self
+
+    def open(self) -> tuple[int, bool]:
+        """The lock file's descriptor, and whether this process created the file."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
+
+    def take(self, descriptor: int) -> None:
+        """Lock the open file and write our pid in it (self.descriptor set), or return with
+        self.descriptor None when the file was replaced meanwhile (the caller tries again)."""
+        text = self.read_text(descriptor)
+        if text.strip() and not text.strip().isdigit():
+            raise UserError(f"{self.path} is not a lock minitransformer wrote (it holds other text); "
+                            "move that file away, or choose another --out")
+        previous = int(text) if text.strip() else None
+        if not self.try_lock(descriptor, previous):
+            raise UserError(
+                f"another training (pid {previous}) is writing to {self.path.parent}; wait for it to "
+                f"finish or stop it (kill {previous}), or train elsewhere with --out DIR"
+            )
+        # The holder before us may have deleted the file between our open and our lock: then
+        # we locked a file nobody else sees, and must start again on the new one.
+        if not self.same_file(descriptor):
+            os.close(descriptor)
+            return
+        if previous is not None and previous != os.getpid():
+            self.say(f"note: took over the lock of {self.path.parent} left by pid {previous}, which is no longer running")
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self.descriptor = descriptor
 
     def same_file(self, descriptor: int) -> bool:
         """True while path names the file we hold open (not deleted, not replaced by another)."""

@@ -70,10 +70,17 @@ class Run:
     trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
     logged: tuple[int, float] = (0, 0.0)  # (step, elapsed_s) at the last metrics row, for tokens/s
     lock: RunLock | None = None  # the run folder's lock (rank 0 only), checked before every write
+    scaler: torch.amp.GradScaler | None = None  # float16's loss scaler; a disabled one changes nothing
+    # (step, loss, gradient norm) of the first step that was not finite, noted on the device (loop.py)
+    nonfinite: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.trainer is None:
             self.trainer = training_module(self.model, self.config.train, self.device, self.ranks)
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        if self.nonfinite is None:
+            self.nonfinite = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=self.device)
 
 
 def training_module(model: GPT, cfg: TrainConfig, device: torch.device, ranks: Ranks) -> nn.Module:
@@ -191,8 +198,9 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         state = restore_state(saved, cfg, checkpoint.run_config)
         batch_generator = restore_generators(saved["rng"], device)
         dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved and not remeasure else None
-        if dtype not in (None, torch.float32, torch.bfloat16):
+        if dtype not in (None, *TRAINING_DTYPES):
             raise ValueError(f"unknown dtype {saved['dtype']!r}")
+        scaler_state = saved.get("scaler")
     except UserError:
         raise
     except Exception as error:  # a state.pt that is not this run's: missing entries, other shapes
@@ -216,8 +224,11 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
     dtype = dtype or training_dtype(cfg, device, model, dataset, ranks, say, remeasure)
     if ranks.main:
         keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
-    return Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
-               logged=(state.step, state.elapsed_s))
+    run = Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
+              logged=(state.step, state.elapsed_s))
+    if scaler_state is not None and run.scaler.is_enabled():
+        run.scaler.load_state_dict(scaler_state)  # the loss scale it had reached, not 65536 again
+    return run
 
 
 def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict]) -> None:
@@ -261,6 +272,9 @@ def restore_generators(rng: dict, device: torch.device) -> torch.Generator:
     return batch_generator
 
 
+# The precisions a training computes in (train.dtype), as rank 0 tells the others.
+TRAINING_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 # Sequences in the batch that measures a training step's speed: enough to be representative,
 # few enough that measuring both precisions takes a second or two even for larger models.
 PROBE_BATCH = 4
@@ -291,9 +305,9 @@ def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: 
     m = model.config
     what = (f"training {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
             f"vocab {m.vocab_size}, {m.position}, {m.attention}")
-    bf16 = 0.0
+    choice = 0.0
     if ranks.main:
         dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt),
-                             say, remeasure)
-        bf16 = float(dtype == torch.bfloat16)
-    return torch.bfloat16 if ranks.from_main(bf16) else torch.float32
+                             say, remeasure, float16_fallback=True)
+        choice = float(TRAINING_DTYPES.index(dtype))
+    return TRAINING_DTYPES[int(ranks.from_main(choice))]

@@ -1,0 +1,95 @@
+"""Muon: momentum, then the update matrix orthogonalised, for the blocks' weight matrices.
+
+Muon (Keller Jordan, 2024) keeps a momentum buffer per matrix, as SGD does, and then replaces
+the update G by the nearest matrix with all singular values near 1 (roughly U V^T, where
+G = U S V^T): every direction the gradient points in moves by the same amount, instead of a few
+dominant ones. Five steps of a Newton-Schulz iteration compute it with matrix products alone.
+
+The update is exactly torch.optim.Muon's (tested against it); what differs is how it is run.
+torch.optim.Muon orthogonalises one matrix at a time: for this project's GPU model, 24 matrices
+x ~20 small kernels each, launched one by one. Here the matrices of one shape are stacked into a
+(N, A, B) batch and orthogonalised together with batched products (`torch.baddbmm`), as
+nanochat's and modded-nanogpt's Muon do: 4 shapes, so ~20 kernels per shape instead of per
+matrix. The momentum and the weight updates use PyTorch's multi-tensor (`torch._foreach_*`)
+operations, one kernel for many tensors. Nothing reads a value back to the host, so a GPU step
+never waits.
+
+The state is torch.optim.Muon's (a `momentum_buffer` per matrix), so checkpoints written with
+either load into the other.
+"""
+
+import math
+from collections import defaultdict
+
+import torch
+
+# The quintic iteration's coefficients (Keller Jordan's): chosen for the steepest slope at 0, so
+# that 5 steps bring every singular value into about [0.7, 1.2].
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 5
+EPS = 1e-7
+
+
+def orthogonalize(G: torch.Tensor, steps: int = NS_STEPS, coefficients=NS_COEFFICIENTS, eps: float = EPS) -> torch.Tensor:
+    """The Newton-Schulz iteration on a stack of matrices G (N, A, B); returns (N, A, B) in bfloat16.
+
+    Each matrix X is first divided by its norm, so its singular values are at most 1; each step
+    then maps X to a X + (b XX^T + c (XX^T)^2) X, a polynomial that pushes them towards 1. A tall
+    matrix is transposed first, so that the Gram matrix XX^T is the smaller of the two.
+    """
+    a, b, c = coefficients
+    X = G.bfloat16()
+    tall = G.size(-2) > G.size(-1)
+    if tall:
+        X = X.mT  # (N, B, A)
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = X @ X.mT  # (N,A,B) @ (N,B,A) -> (N,A,A)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b*gram + c*gram@gram: (N, A, A)
+        X = torch.baddbmm(X, poly, X, beta=a)  # a*X + poly@X: (N,A,A) @ (N,A,B) -> (N,A,B)
+    return X.mT if tall else X
+
+
+def lr_scale(shape: torch.Size) -> float:
+    """Keller Jordan's ("original") adjustment: sqrt(max(1, rows / columns)), so that tall
+    matrices, whose orthogonalised updates have smaller entries, move as much as wide ones."""
+    return math.sqrt(max(1.0, shape[0] / shape[1]))
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for 2-D parameters, stacked by shape: the update of torch.optim.Muon (nesterov momentum,
+    5 Newton-Schulz steps, decoupled weight decay, the "original" learning-rate adjustment)."""
+
+    def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = NS_STEPS):
+        # The group keys torch.optim.Muon uses, so that either loads the other's state_dict.
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=NS_COEFFICIENTS, eps=EPS, ns_steps=ns_steps, adjust_lr_fn="original")
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() != 2:
+                    raise ValueError(f"Muon updates matrices only; got a parameter of shape {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            momentum, lr = group["momentum"], group["lr"]
+            torch._foreach_lerp_(buffers, grads, 1 - momentum)  # buf = momentum * buf + (1 - momentum) * grad
+            # Nesterov: step along the gradient plus the momentum it is about to add.
+            updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
+            by_shape = defaultdict(list)
+            for i, p in enumerate(params):
+                by_shape[p.shape].append(i)
+            for shape, members in by_shape.items():
+                stacked = torch.stack([updates[i] for i in members])  # (N, A, B)
+                ortho = orthogonalize(stacked, group["ns_steps"], group["ns_coefficients"], group["eps"])
+                ortho = ortho.to(params[members[0]].dtype)  # (N, A, B), in the parameters' dtype
+                same = [params[i] for i in members]
+                torch._foreach_mul_(same, 1 - lr * group["weight_decay"])  # decoupled weight decay
+                torch._foreach_add_(same, list(ortho.unbind(0)), alpha=-lr * lr_scale(shape))

@@ -1,0 +1,72 @@
+"""The training step's bookkeeping: divergence noted on the device and read later, float16 with
+a gradient scaler (whose skipped steps are not divergence), and the scaler kept across resume."""
+
+import pytest
+import torch
+
+from minitransformer.config import load_config
+from minitransformer.training.loop import Diverged, check_finite, train_step
+from minitransformer.training.setup import start_run
+from tests.conftest import TINY, train_tiny
+
+
+def tiny_run_object(run_dir, dtype: str):
+    config = load_config(TINY, (f"train.out_dir={run_dir}", f"train.dtype={dtype}", "train.optimizer=adamw"))
+    return start_run(config, run_dir, torch.device("cpu"), say=lambda message: None)
+
+
+def step(run):
+    loss = train_step(run)
+    run.state.step += 1
+    return loss
+
+
+def overflow_once(parameter: torch.Tensor):
+    """Make the next backward give parameter an infinite gradient (once)."""
+    handle = []
+    handle.append(parameter.register_hook(lambda grad: (handle.pop().remove(), grad * float("inf"))[1]))
+
+
+def test_float16_skips_an_overflowing_step_without_calling_it_divergence(run_dir):
+    run = tiny_run_object(run_dir, "float16")
+    assert run.scaler.is_enabled() and run.dtype == torch.float16
+    step(run)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    scale = run.scaler.get_scale()
+    overflow_once(run.model.wte.weight)
+    step(run)
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))  # the step was skipped
+    assert run.scaler.get_scale() == scale / 2
+    check_finite(run, None)  # no divergence
+    step(run)
+    assert not all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))  # the next one trains
+
+
+def test_float32_notes_the_first_nonfinite_step_and_stops_when_read(run_dir):
+    run = tiny_run_object(run_dir, "float32")
+    assert not run.scaler.is_enabled()
+    step(run)
+    overflow_once(run.model.wte.weight)
+    step(run)  # step 1: infinite gradient norm, noted on the device only
+    step(run)  # later steps change nothing in the note
+    with pytest.raises(Diverged, match=r"diverged at step 1: the gradient norm is (inf|nan)"):
+        check_finite(run, None)
+
+
+def test_a_collapsed_loss_scale_is_divergence(run_dir):
+    run = tiny_run_object(run_dir, "float16")
+    step(run)
+    run.scaler.update(2.0**-30)
+    with pytest.raises(Diverged, match="loss scale"):
+        check_finite(run, 0)
+
+
+def test_float16_training_saves_its_scaler_and_resumes_with_it(run_dir):
+    assert train_tiny(run_dir, "--set", "train.dtype=float16", "--set", "train.max_steps=6",
+                      "--set", "train.eval_interval=3") == 0
+    state = torch.load(run_dir / "last" / "state.pt", weights_only=True)
+    assert state["dtype"] == "float16" and state["scaler"]["scale"] > 0
+    assert train_tiny(run_dir, "--resume", "--set", "train.dtype=float16", "--set", "train.max_steps=8",
+                      "--set", "train.eval_interval=3") == 0
+    resumed = torch.load(run_dir / "last" / "state.pt", weights_only=True)
+    assert resumed["step"] == 8 and resumed["scaler"]["scale"] == state["scaler"]["scale"]
