@@ -87,6 +87,7 @@ class StaticKVCache:
         self.stored = torch.zeros((), dtype=torch.long, device=device)  # positions stored, on the device
         self.length = 0  # the same count on the host, for the caller's bookkeeping
         self.pass_mask: torch.Tensor | None = None
+        self.pass_slots: torch.Tensor | None = None  # where this pass's keys and values go, for all layers
 
     def reset(self, pads: torch.Tensor | None = None) -> None:
         """Empty the cache for a new sequence (in place: a recorded graph keeps its addresses)."""
@@ -96,7 +97,7 @@ class StaticKVCache:
         else:
             self.pads.copy_(pads)
         self.length = 0
-        self.pass_mask = None
+        self.pass_mask = self.pass_slots = None
 
     def positions(self, T: int, device: torch.device) -> torch.Tensor:
         """Positions of the next T tokens, (B, T), counted from each row's first real token."""
@@ -106,9 +107,10 @@ class StaticKVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) at the next T positions; return the whole buffers (B, H, max_len, D)."""
         B, H, T, D = k.shape
-        where = self.stored + torch.arange(T, device=k.device)  # (T,): a tensor, so a graph replays it anywhere
-        self.keys[layer].index_copy_(2, where, k)
-        self.values[layer].index_copy_(2, where, v)
+        if self.pass_slots is None:  # a tensor, not numbers: a graph replays it at any position
+            self.pass_slots = self.stored + torch.arange(T, device=k.device)  # (T,)
+        self.keys[layer].index_copy_(2, self.pass_slots, k)
+        self.values[layer].index_copy_(2, self.pass_slots, v)
         return self.keys[layer], self.values[layer]  # (B, H, max_len, D)
 
     def mask(self, T: int, causal: bool, device: torch.device) -> torch.Tensor:
@@ -128,4 +130,4 @@ class StaticKVCache:
         """Count T more positions as stored, on the device (replayed by a graph) and on the host."""
         self.stored += T
         self.length += T
-        self.pass_mask = None
+        self.pass_mask = self.pass_slots = None

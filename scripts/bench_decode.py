@@ -4,10 +4,11 @@ python scripts/bench_decode.py [--nanogpt ../shared/baselines/nanoGPT] [--device
 
 Both models get the same shape (6 layers, 6 heads, 384 wide, context 256, 65 tokens) and random
 weights (speed does not depend on the values), and write 255 tokens after a one-token prompt at
-batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache), in
-float32 and in the precision `sample --dtype auto` picks here. It also times `generate_batch` on
-8 prompts against 8 single calls (in that precision). Prints tokens/s and the ratios; the
-best of --repeats runs counts, so other load on the machine matters less.
+batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache; on CUDA
+each step replayed from a CUDA graph), in float32 and in the precision `sample --dtype auto` picks
+here; on CUDA also with the graphs turned off (`cuda_graph=False`), to show what they bring. It
+also times `generate_batch` on 8 prompts against 8 single calls (in that precision). Prints
+tokens/s and the ratios; the best of --repeats runs counts, so other load matters less.
 """
 
 import argparse
@@ -67,10 +68,14 @@ def main() -> None:
     nano_rate = best_rate(lambda: baseline.generate(prompt, NEW_TOKENS), NEW_TOKENS, args.repeats, device)
     print(f"nanoGPT, batch 1, {NEW_TOKENS} tokens: {nano_rate:.0f} tokens/s (float32, no cache)")
     auto = decoding_dtype(ours, "auto", device)
+    graphs = [True, False] if device.type == "cuda" else [False]
     for name, dtype in (("float32", torch.float32), (f"auto ({str(auto).removeprefix('torch.')})", auto)):
         model = prepare_for_decoding(copy.deepcopy(ours), dtype)
-        rate = best_rate(lambda: generate(model, prompt, NEW_TOKENS, temperature=1.0), NEW_TOKENS, args.repeats, device)
-        print(f"ours, {name}: {rate:.0f} tokens/s: {rate / nano_rate:.1f}x nanoGPT")
+        for graph in graphs:
+            rate = best_rate(lambda: generate(model, prompt, NEW_TOKENS, temperature=1.0, cuda_graph=graph),
+                             NEW_TOKENS, args.repeats, device)
+            how = (", CUDA graphs" if graph else ", eager steps") if device.type == "cuda" else ""
+            print(f"ours, {name}{how}: {rate:.0f} tokens/s: {rate / nano_rate:.1f}x nanoGPT")
     ours = prepare_for_decoding(ours, auto)
 
     prompts = [[int(t) for t in torch.randint(0, 65, (length,))] for length in (1, 5, 9, 17, 33, 65, 100, 129)]

@@ -1,90 +1,149 @@
-"""Training speed side by side with nanoGPT, on nanoGPT's shakespeare_char model shape.
+"""Training speed side by side with nanoGPT: both whole training commands, steady steps only.
 
-python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--steps 6] [--batch 8] [--device cuda --compile-nanogpt]
+python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--device cpu|cuda] [--batch 8] [--steps 6]
+python scripts/bench_train.py --device cuda --batch 64 --steps 300 --optimizers
 
-Ours: the real `minitransformer train` command on configs/shakespeare_char_gpu.toml (6 layers,
-384 wide, context 256) set to nanoGPT's choices (learned positions, AdamW, dropout 0.2), with
-`train.dtype` as given (default auto: bf16 where measured faster);
-its tokens per second come from metrics.jsonl, over the steps after a warm-up. nanoGPT: its
-model and its AdamW (`configure_optimizers`) in float32, as its train.py runs on a CPU, timed over
-the same number of steps after the same warm-up. Prints both and the ratio.
+Like with like: each side is its real training command on nanoGPT's shakespeare_char model
+(6 layers, 384 wide, 6 heads, context 256) trained nanoGPT's way (learned positions, AdamW,
+dropout 0.2, its learning rate and betas), for 2 x --steps steps, and only the second half counts
+(no start-up, compilation, evaluation or saving in it):
+- ours: `minitransformer train` on configs/shakespeare_char_gpu.toml set to those choices, with
+  evaluations at steps 0, --steps and 2 x --steps; the seconds per step come from metrics.jsonl
+  (training time between the last two evaluations).
+- nanoGPT: its `train.py` as shipped, in a scratch folder with Tiny Shakespeare prepared as its
+  `prepare.py` does (characters, 90/10 split, uint16), evaluating at step 0 only; the seconds per
+  step are the wall clock between its log lines at steps --steps and 2 x --steps (each printed
+  after reading the loss, so after the GPU finished those steps).
+On a GPU both compile and use bf16 autocast (nanoGPT's defaults); on a CPU neither.
+
+--optimizers also times our training step on the GPU config itself (rotary positions) with Muon
+against AdamW, in one process on one compiled model (steps in a row, the best of two runs).
 """
 
 import argparse
-import importlib.util
 import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).parent.parent
-SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
+GPU_CONFIG = ROOT / "configs" / "shakespeare_char_gpu.toml"
+CORPUS = ROOT / "minitransformer" / "assets" / "tinyshakespeare.txt"
+TOKENS_PER_STEP = 256  # x batch
 
 
-def ours(batch: int, steps: int, dtype: str, device: str) -> float:
+def ours(batch: int, steps: int, device: str) -> float:
+    """Seconds per step of our train command over steps (steps, 2 x steps]."""
     out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "run"
-    command = [sys.executable, "-m", "minitransformer", "train", "--config", str(ROOT / "configs" / "shakespeare_char_gpu.toml"),
-               "--out", str(out), "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
+    command = [sys.executable, "-m", "minitransformer", "train", "--config", str(GPU_CONFIG), "--out", str(out),
+               "--device", device, "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
                "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=0",
-               "--set", f"train.dtype={dtype}", "--device", device,
                # nanoGPT's choices, so that both train the same model the same way
-               "--set", "model.position=learned", "--set", "train.optimizer=adamw", "--set", "model.dropout=0.2"]
+               "--set", "model.position=learned", "--set", "train.optimizer=adamw", "--set", "model.dropout=0.2",
+               "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99"]
+    if device == "cpu":
+        command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU
     subprocess.run(command, check=True, capture_output=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    print(f"ours: {rows[-1]['tokens_per_s']:,.0f} tokens/s (MFU {rows[-1]['mfu']:.1%}) over steps {steps} to {2 * steps}")
-    return rows[-1]["tokens_per_s"]
+    seconds = (rows[-1]["elapsed_s"] - rows[-2]["elapsed_s"]) / (rows[-1]["step"] - rows[-2]["step"])
+    shutil.rmtree(out.parent)
+    return seconds
 
 
-def nanogpt(folder: Path, batch: int, steps: int, device: str, compile_model: bool) -> float:
-    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nanogpt_model"] = module
-    spec.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.GPT(module.GPTConfig(**SHAPE, dropout=0.2, bias=False)).to(device)  # its shakespeare_char settings
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), device_type)
-    trainer = torch.compile(model) if compile_model else model
-    # As nanoGPT's train.py: bf16 autocast on GPUs that have it, float32 on a CPU.
-    bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
-    x = torch.randint(0, 65, (batch, 256), device=device)
-    y = torch.randint(0, 65, (batch, 256), device=device)
-    for step in range(2 * steps):
-        if step == steps:
-            if device_type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            _, loss = trainer(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-    rate = steps * batch * 256 / (time.perf_counter() - started)
-    print(f"nanoGPT: {rate:,.0f} tokens/s ({'bf16' if bf16 else 'float32'}{', compiled' if compile_model else ''}) "
-          f"over steps {steps} to {2 * steps}")
-    return rate
+def prepare_nanogpt(folder: Path, nanogpt: Path) -> None:
+    """nanoGPT's files and its data/shakespeare_char, as its prepare.py writes them."""
+    for name in ("train.py", "model.py", "configurator.py"):
+        shutil.copy(nanogpt / name, folder / name)
+    shutil.copytree(nanogpt / "config", folder / "config")
+    text = CORPUS.read_text()
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    data = folder / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    cut = int(len(text) * 0.9)
+    np.array([stoi[c] for c in text[:cut]], dtype=np.uint16).tofile(data / "train.bin")
+    np.array([stoi[c] for c in text[cut:]], dtype=np.uint16).tofile(data / "val.bin")
+    with open(data / "meta.pkl", "wb") as file:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, file)
+
+
+def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
+    """Seconds per step of nanoGPT's train.py over steps (steps, 2 x steps], by the wall clock of its log."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-nanogpt-"))
+    prepare_nanogpt(scratch, folder)
+    log_interval = 1 if steps < 50 else 10
+    command = [sys.executable, "train.py", "config/train_shakespeare_char.py", f"--device={device}",
+               f"--batch_size={batch}", f"--max_iters={2 * steps}", f"--lr_decay_iters={2 * steps}",
+               "--eval_interval=1000000", "--eval_iters=2", f"--log_interval={log_interval}", "--out_dir=out"]
+    if device == "cpu":
+        command += ["--compile=False", "--dtype=float32"]
+    seen = {}
+    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("iter "):
+            seen[int(line.split()[1].rstrip(":"))] = time.perf_counter()
+    if process.wait() != 0 or steps not in seen or 2 * steps not in seen:
+        sys.exit("nanoGPT's train.py failed:\n" + "".join(lines[-20:]))
+    shutil.rmtree(scratch)
+    return (seen[2 * steps] - seen[steps]) / steps
+
+
+def optimizer_steps(device: torch.device, steps: int) -> dict[str, float]:
+    """Seconds per training step of the GPU config's model with Muon and with AdamW."""
+    from minitransformer.commands.bench import measure_training
+    from minitransformer.config import load_config
+    from minitransformer.model import GPT
+    from minitransformer.training.distributed import Ranks
+    from minitransformer.training.optim import Schedule, make_optimizers
+    from minitransformer.training.setup import Run, RunState, model_config_for, run_data, training_dtype, training_module
+
+    config = load_config(str(GPU_CONFIG))
+    best = {}
+    with tempfile.TemporaryDirectory(prefix="bench-optimizers-") as folder:
+        dataset = run_data(config, Path(folder), lambda message: None, None, Ranks(), False)
+        torch.manual_seed(0)
+        model = GPT(model_config_for(config, dataset)).to(device)
+        dtype = training_dtype(config.train, device, model, dataset, Ranks(), None)
+        trainer = training_module(model, config.train, device, Ranks())  # compiled once, for both
+        for name in ("adamw", "muon", "adamw", "muon"):
+            run_config = replace(config, train=replace(config.train, optimizer=name))
+            run = Run(run_config, Path(folder), device, dtype, dataset, model, make_optimizers(model, run_config.train),
+                      torch.Generator().manual_seed(0), RunState(Schedule.for_config(run_config.train)), trainer=trainer)
+            best[name] = min(best.get(name, float("inf")), measure_training(run, steps))
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nanogpt", default=str(ROOT.parent / "shared" / "baselines" / "nanoGPT"))
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=6, help="steps measured, after as many unmeasured")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then ours compiles as train.compile=auto does)")
-    parser.add_argument("--compile-nanogpt", action="store_true", help="torch.compile nanoGPT's model, as its train.py does")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--optimizers", action="store_true", help="also Muon against AdamW on the GPU config")
     args = parser.parse_args()
-    print(f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch} x 256")
-    mine = ours(args.batch, args.steps, args.dtype, args.device)
-    theirs = nanogpt(Path(args.nanogpt), args.batch, args.steps, args.device, args.compile_nanogpt)
-    print(f"ours / nanoGPT: {mine / theirs:.2f}x")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"{name}, torch {torch.__version__}, batch {args.batch} x 256, steps {args.steps} to {2 * args.steps}")
+    mine = ours(args.batch, args.steps, args.device)
+    print(f"ours (train command): {mine * 1000:.2f} ms a step, {args.batch * TOKENS_PER_STEP / mine:,.0f} tokens/s")
+    theirs = nanogpt(Path(args.nanogpt), args.batch, args.steps, args.device)
+    print(f"nanoGPT (train.py): {theirs * 1000:.2f} ms a step, {args.batch * TOKENS_PER_STEP / theirs:,.0f} tokens/s")
+    print(f"ours is {theirs / mine:.2f}x as fast as nanoGPT")
+    if args.optimizers:
+        best = optimizer_steps(torch.device(args.device), args.steps)
+        print(f"GPU config's step (rotary): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "
+              f"Muon costs {best['muon'] / best['adamw']:.2f}x AdamW")
 
 
 if __name__ == "__main__":
