@@ -4,8 +4,8 @@ python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--device 
 python scripts/bench_train.py --device cuda --batch 64 --steps 300 --optimizers
 
 Like with like: each side is its real training command on nanoGPT's shakespeare_char model
-(6 layers, 384 wide, 6 heads, context 256) trained nanoGPT's way (learned positions, AdamW,
-dropout 0.2, its learning rate and betas), for 2 x --steps steps, and only the second half counts
+(6 layers, 384 wide, 6 heads, context 256) trained nanoGPT's way (learned positions, no biases,
+AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and only the second half counts
 (no start-up, compilation, evaluation or saving in it):
 - ours: `minitransformer train` on configs/shakespeare_char_gpu.toml set to those choices, with
   evaluations at steps 0, --steps and 2 x --steps; the seconds per step come from metrics.jsonl
@@ -48,7 +48,8 @@ def ours(batch: int, steps: int, device: str) -> float:
                "--device", device, "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
                "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=0",
                # nanoGPT's choices, so that both train the same model the same way
-               "--set", "model.position=learned", "--set", "train.optimizer=adamw", "--set", "model.dropout=0.2",
+               "--set", "model.position=learned", "--set", "model.bias=false", "--set", "train.optimizer=adamw",
+               "--set", "model.dropout=0.2",
                "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99"]
     if device == "cpu":
         command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU

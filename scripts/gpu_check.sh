@@ -13,12 +13,17 @@
 set -uo pipefail
 out=${1:-runs/gpu_check}
 nanogpt=${NANOGPT:-../shared/baselines/nanoGPT}
+if [ ! -f "$nanogpt/model.py" ] || [ ! -f "$nanogpt/train.py" ]; then
+    echo "error: no nanoGPT at $nanogpt (model.py, train.py); copy ../shared/baselines/nanoGPT into runs/nanoGPT and set NANOGPT=runs/nanoGPT" >&2
+    exit 2
+fi
 if [ -e "$out" ] && [ -n "$(ls -A "$out")" ]; then
     echo "error: $out already holds files; name a new or empty folder" >&2
     exit 2
 fi
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # scripts/ import the package from this checkout
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 gpu=configs/shakespeare_char_gpu.toml
 
@@ -28,18 +33,16 @@ timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tai
 echo "== 2. decoding at batch 1 side by side with nanoGPT (goal: >= 5x), float32 and bf16, graphs on and off"
 timeout 90 python scripts/bench_decode.py --device cuda --nanogpt "$nanogpt"
 
-echo "== 3. the GPU config in full, on the wall clock of the whole command (goal: val <= 1.40 within 60 s)"
-timeout 120 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/full" \
-    --set train.sample_tokens=200
-
-echo "== 4. training side by side with nanoGPT's train.py (goal: >= 1.2x), and Muon against AdamW (goal: <= 1.15x)"
+echo "== 3. training side by side with nanoGPT's train.py (goal: >= 1.2x), and Muon against AdamW (goal: <= 1.15x)"
 timeout 240 python scripts/bench_train.py --device cuda --batch 64 --steps 300 --optimizers --nanogpt "$nanogpt"
 
-echo "== 5. variants of the GPU config (compilation cached by now)"
-timeout 80 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/dropout30" \
-    --set train.sample_tokens=0 --set model.dropout=0.3 --set train.max_steps=2500
-timeout 80 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/to_zero" \
-    --set train.sample_tokens=0 --set train.min_lr_ratio=0.0
+echo "== 4. where a step's time goes: host against GPU (nanoGPT's model; and torch.compile's CUDA-graph mode)"
+timeout 90 python scripts/profile_step.py --optimizer adamw --bias false
+timeout 120 python scripts/profile_step.py --optimizer adamw --bias false --compile reduce-overhead
+
+echo "== 5. the GPU config in full, on the wall clock of the whole command (goal: val <= 1.40 within 60 s)"
+timeout 120 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/full" \
+    --set train.sample_tokens=200
 
 echo "== 6. torchrun with one process (NCCL); checkpoints hold no _orig_mod. or module. keys; sampling from one"
 timeout 60 torchrun --standalone --nproc_per_node=1 -m minitransformer train --config $gpu --out "$out/torchrun" \
@@ -58,6 +61,3 @@ for name in ("full", "torchrun"):
     print(f"{name}: plain keys: {'ok' if not bad else bad[:3]}")
 PY
 timeout 40 python -m minitransformer sample --checkpoint "$out/full" --max-new-tokens 200 | tail -4
-
-echo "== 7. the bench command on the GPU config"
-timeout 90 python -m minitransformer bench --config $gpu --steps 20

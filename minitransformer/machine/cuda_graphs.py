@@ -54,7 +54,11 @@ class DecodeGraph:
                 self.capture(model)
 
     def capture(self, model) -> None:
-        side = torch.cuda.Stream(self.tokens.device)
+        # One side stream per device for every recording: cuBLAS keeps a workspace for each
+        # stream it meets, so a new stream per recording would hold memory for good.
+        if self.tokens.device not in side_streams:
+            side_streams[self.tokens.device] = torch.cuda.Stream(self.tokens.device)
+        side = side_streams[self.tokens.device]
         side.wait_stream(torch.cuda.current_stream(self.tokens.device))
         with torch.cuda.stream(side):
             for _ in range(WARMUPS):
@@ -63,7 +67,7 @@ class DecodeGraph:
         torch.cuda.current_stream(self.tokens.device).wait_stream(side)
         self.cache.reset()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=side):
             self.logits = model.next_token_logits(self.tokens, self.cache)  # (B, V)
         self.cache.reset()  # recording ran the host's bookkeeping once; the device ran nothing
 
@@ -83,6 +87,8 @@ class DecodeGraph:
         self.cache.length += 1  # the replay advanced the device's count; the host's follows
         return self.logits
 
+
+side_streams: dict[torch.device, torch.cuda.Stream] = {}  # the stream recordings are made on, per device
 
 # Each model's recorded graphs, and the models whose recording failed; forgotten with the model.
 recorded: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()

@@ -8,9 +8,9 @@ dominant ones. Five steps of a Newton-Schulz iteration compute it with matrix pr
 The update is exactly torch.optim.Muon's (tested against it); what differs is how it is run.
 torch.optim.Muon orthogonalises one matrix at a time: for this project's GPU model, 24 matrices
 x ~20 small kernels each, launched one by one. Here the matrices of one shape are stacked into a
-(N, A, B) batch and orthogonalised together with batched products (`torch.baddbmm`), as
-nanochat's and modded-nanogpt's Muon do: 4 shapes, so ~20 kernels per shape instead of per
-matrix. The momentum and the weight updates use PyTorch's multi-tensor (`torch._foreach_*`)
+(N, A, B) batch (tall ones transposed, so an MLP's two matrices share one) and orthogonalised
+together with batched products (`torch.baddbmm`), as nanochat's and modded-nanogpt's Muon do:
+3 batches, so ~20 kernels per batch instead of per matrix. The momentum and the weight updates use PyTorch's multi-tensor (`torch._foreach_*`)
 operations, one kernel for many tensors. Nothing reads a value back to the host, so a GPU step
 never waits.
 
@@ -77,19 +77,39 @@ class Muon(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             grads = [p.grad for p in params]
-            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
             momentum, lr = group["momentum"], group["lr"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)  # buf = momentum * buf + (1 - momentum) * grad
             # Nesterov: step along the gradient plus the momentum it is about to add.
-            updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
+            updates = list(torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers)
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])  # decoupled weight decay, all at once
+            # A tall matrix's update is orthogonalised as its transpose, so tall and wide matrices
+            # of transposed shapes (an MLP's c_fc and c_proj) share one batch.
             by_shape = defaultdict(list)
             for i, p in enumerate(params):
-                by_shape[p.shape].append(i)
+                by_shape[wide(p.shape)].append(i)
             for shape, members in by_shape.items():
-                stacked = torch.stack([updates[i] for i in members])  # (N, A, B)
+                stacked = torch.stack([as_wide(updates[i]) for i in members])  # (N, A, B), A <= B
                 ortho = orthogonalize(stacked, group["ns_steps"], group["ns_coefficients"], group["eps"])
                 ortho = ortho.to(params[members[0]].dtype)  # (N, A, B), in the parameters' dtype
-                same = [params[i] for i in members]
-                torch._foreach_mul_(same, 1 - lr * group["weight_decay"])  # decoupled weight decay
-                torch._foreach_add_(same, list(ortho.unbind(0)), alpha=-lr * lr_scale(shape))
+                for i, update in zip(members, ortho.unbind(0)):
+                    updates[i] = update.mT if params[i].shape != update.shape else update  # each back in its shape
+            # Tall matrices move further (lr_scale): one multi-tensor update per scale.
+            by_scale = defaultdict(list)
+            for i, p in enumerate(params):
+                by_scale[lr_scale(p.shape)].append(i)
+            for scale, members in by_scale.items():
+                torch._foreach_add_([params[i] for i in members], [updates[i] for i in members], alpha=-lr * scale)
+
+def wide(shape: torch.Size) -> tuple[int, int]:
+    """A matrix shape with the smaller side first."""
+    return (shape[0], shape[1]) if shape[0] <= shape[1] else (shape[1], shape[0])
+
+
+def as_wide(matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix, transposed if it is tall (a view, no copy)."""
+    return matrix if matrix.shape[0] <= matrix.shape[1] else matrix.mT
