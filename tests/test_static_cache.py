@@ -115,3 +115,10 @@ def test_graph_step_refuses_a_full_cache():
     model.next_token_logits(torch.zeros(1, 16, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="whole length"):
         graph.step(torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_a_model_without_the_causal_mask_sees_every_written_position(eager_graphs):
+    model = trained_looking_model(causal=False)
+    prompt = torch.randint(0, 37, (1, 4))
+    assert torch.equal(generate(model, prompt, 20, temperature=0.0),
+                       generate(model, prompt, 20, temperature=0.0, cuda_graph=False))
