@@ -152,7 +152,9 @@ class TrainConfig:
     eval_interval: int = 500  # steps between evaluations
     eval_batches: int = 20  # batches per split per evaluation
     sample_tokens: int = 300  # tokens sampled at the end of training; 0 for none
-    compile: bool | str = "auto"  # torch.compile the training step: true, false, or "auto" (on CUDA only)
+    # torch.compile the training step: true, false, "auto" (on CUDA only), or "reduce-overhead"
+    # (compiled, and on CUDA the forward and backward replayed as CUDA graphs; one process only)
+    compile: bool | str = "auto"
 
     def __post_init__(self):
         check_field_types(self, "train")
@@ -160,8 +162,9 @@ class TrainConfig:
                        "muon_learning_rate", "eval_interval", "eval_batches")
         check_choice("train", "dtype", self.dtype, DTYPES)
         check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
-        if self.compile not in (True, False, "auto"):
-            raise UserError(f"train.compile = {self.compile!r} is not allowed; choose true, false or \"auto\"")
+        if self.compile not in (True, False, "auto", "reduce-overhead"):
+            raise UserError(f"train.compile = {self.compile!r} is not allowed; choose true, false, \"auto\" "
+                            "or \"reduce-overhead\"")
         for name in ("time_budget_s", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")

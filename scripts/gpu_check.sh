@@ -44,6 +44,10 @@ echo "== 5. the GPU config in full, on the wall clock of the whole command (goal
 timeout 120 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/full" \
     --set train.sample_tokens=200
 
+echo "== 5b. the same with the passes replayed as CUDA graphs (train.compile = reduce-overhead)"
+timeout 150 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/graphs" \
+    --set train.sample_tokens=0 --set train.compile=reduce-overhead
+
 echo "== 6. torchrun with one process (NCCL); checkpoints hold no _orig_mod. or module. keys; sampling from one"
 timeout 60 torchrun --standalone --nproc_per_node=1 -m minitransformer train --config $gpu --out "$out/torchrun" \
     --set train.max_steps=40 --set train.eval_interval=20 --set train.eval_batches=5 --set train.sample_tokens=0 \

@@ -370,3 +370,32 @@ def test_metrics_report_tokens_per_second_and_mfu(tiny_run):
         expected = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
         assert row["tokens_per_s"] == pytest.approx(expected, rel=0.05)
         assert 0 < row["mfu"] < 1
+
+
+def test_reduce_overhead_compiles_in_that_mode_marks_every_step_and_follows_the_eager_curve(tmp_path, tiny_data,
+                                                                                          monkeypatch):
+    """train.compile = "reduce-overhead": torch.compile's CUDA-graph mode, with the start of each
+    step marked. Traced here with the "eager" backend (no CUDA graphs on a CPU); the recording
+    itself is checked by scripts/gpu_check.sh."""
+    real_compile = torch.compile
+    modes, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: modes.append(mode) or real_compile(module, backend="eager"))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    curves = []
+    for name, compiled in (("eager", "false"), ("graphs", "reduce-overhead")):
+        out = tmp_path / name
+        shutil.copytree(tiny_data, out / "data")
+        assert train_tiny(out, "--set", "train.max_steps=10", "--set", "train.eval_interval=5",
+                          "--set", f"train.compile={compiled}") == 0
+        curves.append([json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
+    assert modes == ["reduce-overhead"] and len(marks) == 10
+    assert curves[1] == pytest.approx(curves[0], abs=1e-5)
+
+
+def test_reduce_overhead_refuses_torchrun():
+    from minitransformer.training.distributed import Ranks
+    from minitransformer.training.setup import training_module
+
+    cfg = load_config(TINY, ("train.compile=reduce-overhead",)).train
+    with pytest.raises(UserError, match="one process"):
+        training_module(GPT(small_config()), cfg, torch.device("cpu"), Ranks(rank=0, world=2))

@@ -175,6 +175,10 @@ def train_step(run: Run) -> torch.Tensor:
     so on a GPU the host queues this step's work and goes on to prepare the next one.
     """
     cfg, state, model, scaler = run.config.train, run.state, run.model, run.scaler
+    if cfg.compile == "reduce-overhead":
+        # A new step: the outputs of the last one's recorded passes are no longer in use, so
+        # their memory may be written again.
+        torch.compiler.cudagraph_mark_step_begin()
     # Warm-up ends: the cosine starts here. ">=", not "==": a run resumed with a shorter warm-up
     # than the step it stands at is past its warm-up at once.
     if state.step >= cfg.warmup_steps and state.schedule.decay_start is None:

@@ -85,10 +85,18 @@ class Run:
 
 def training_module(model: GPT, cfg: TrainConfig, device: torch.device, ranks: Ranks) -> nn.Module:
     """What the training step calls: the model, compiled (train.compile; "auto" on CUDA only, where
-    it fuses the many small kernels; on a CPU it gave nothing here), wrapped in DDP under torchrun.
+    it fuses the many small kernels; on a CPU it gave nothing here; "reduce-overhead" also replays
+    the passes as CUDA graphs), wrapped in DDP under torchrun.
     Checkpoints always save the plain model, so no `_orig_mod.` or `module.` prefixes reach them."""
     module: nn.Module = model
-    if cfg.compile is True or cfg.compile == "auto" and device.type == "cuda":
+    if cfg.compile == "reduce-overhead":
+        if ranks.world > 1:
+            raise UserError('train.compile = "reduce-overhead" (CUDA graphs) runs in one process; under torchrun '
+                            "use train.compile = true")
+        # The forward and backward passes recorded as CUDA graphs and replayed (torch's "CUDA graph
+        # trees"): one launch instead of hundreds per pass. train_step marks where each step begins.
+        module = torch.compile(module, mode="reduce-overhead")
+    elif cfg.compile is True or cfg.compile == "auto" and device.type == "cuda":
         module = torch.compile(module)
     if ranks.world > 1:
         module = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
