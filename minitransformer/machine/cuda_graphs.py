@@ -1,7 +1,8 @@
 """Generation with CUDA graphs: one token's forward pass recorded once, replayed for every token.
 
 On a GPU, a small model's one-token step is bound by launching kernels, not by computing them:
-about a hundred kernels of a few microseconds each, every one launched from Python. A CUDA graph
+nanoGPT's shape (6 layers, 384 wide) takes about 130 kernels of 2-3 microseconds each (measured
+on an H100), every one launched from Python at several times that cost. A CUDA graph
 records the kernels of one call and replays all of them with a single launch. A replay repeats
 exactly what was recorded, at the same addresses: so the step reads its input from a fixed tensor
 (`tokens`), writes its output to a fixed tensor (`logits`, overwritten by the next replay: use it
