@@ -1,7 +1,7 @@
 """Training speed side by side with nanoGPT: both whole training commands, steady steps only.
 
 python scripts/bench_train.py [--nanogpt ../shared/baselines/nanoGPT] [--device cpu|cuda] [--batch 8] [--steps 6]
-python scripts/bench_train.py --device cuda --batch 64 --steps 300 --optimizers
+python scripts/bench_train.py --device cuda --batch 64 --steps 300 --compile auto,reduce-overhead --optimizers
 
 Like with like: each side is its real training command on nanoGPT's shakespeare_char model
 (6 layers, 384 wide, 6 heads, context 256) trained nanoGPT's way (learned positions, no biases,
@@ -16,8 +16,10 @@ AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and onl
   after reading the loss, so after the GPU finished those steps).
 On a GPU both compile and use bf16 autocast (nanoGPT's defaults); on a CPU neither.
 
+--compile lists the `train.compile` settings to run our command with (each measured on its own).
 --optimizers also times our training step on the GPU config itself (rotary positions) with Muon
-against AdamW, in one process on one compiled model (steps in a row, the best of two runs).
+against AdamW, in one process on one model compiled as the last --compile setting says (steps in
+a row, the best of two runs).
 """
 
 import argparse
@@ -41,7 +43,7 @@ CORPUS = ROOT / "minitransformer" / "assets" / "tinyshakespeare.txt"
 TOKENS_PER_STEP = 256  # x batch
 
 
-def ours(batch: int, steps: int, device: str) -> float:
+def ours(batch: int, steps: int, device: str, compile_setting: str) -> float:
     """Seconds per step of our train command over steps (steps, 2 x steps]."""
     out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "run"
     command = [sys.executable, "-m", "minitransformer", "train", "--config", str(GPU_CONFIG), "--out", str(out),
@@ -50,7 +52,7 @@ def ours(batch: int, steps: int, device: str) -> float:
                # nanoGPT's choices, so that both train the same model the same way
                "--set", "model.position=learned", "--set", "model.bias=false", "--set", "train.optimizer=adamw",
                "--set", "model.dropout=0.2",
-               "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99"]
+               "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99", "--set", f"train.compile={compile_setting}"]
     if device == "cpu":
         command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU
     subprocess.run(command, check=True, capture_output=True)
@@ -101,7 +103,7 @@ def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
     return (seen[2 * steps] - seen[steps]) / steps
 
 
-def optimizer_steps(device: torch.device, steps: int) -> dict[str, float]:
+def optimizer_steps(device: torch.device, steps: int, compile_setting: str) -> dict[str, float]:
     """Seconds per training step of the GPU config's model with Muon and with AdamW."""
     from minitransformer.commands.bench import measure_training
     from minitransformer.config import load_config
@@ -110,7 +112,7 @@ def optimizer_steps(device: torch.device, steps: int) -> dict[str, float]:
     from minitransformer.training.optim import Schedule, make_optimizers
     from minitransformer.training.setup import Run, RunState, model_config_for, run_data, training_dtype, training_module
 
-    config = load_config(str(GPU_CONFIG))
+    config = load_config(str(GPU_CONFIG), (f"train.compile={compile_setting}",))
     best = {}
     with tempfile.TemporaryDirectory(prefix="bench-optimizers-") as folder:
         dataset = run_data(config, Path(folder), lambda message: None, None, Ranks(), False)
@@ -132,18 +134,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps measured, after as many unmeasured")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--compile", default="auto", help="train.compile settings for ours, comma-separated")
     parser.add_argument("--optimizers", action="store_true", help="also Muon against AdamW on the GPU config")
     args = parser.parse_args()
+    settings = args.compile.split(",")
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"{name}, torch {torch.__version__}, batch {args.batch} x 256, steps {args.steps} to {2 * args.steps}")
-    mine = ours(args.batch, args.steps, args.device)
-    print(f"ours (train command): {mine * 1000:.2f} ms a step, {args.batch * TOKENS_PER_STEP / mine:,.0f} tokens/s")
+    mine = {}
+    for setting in settings:
+        mine[setting] = ours(args.batch, args.steps, args.device, setting)
+        print(f"ours (train command, train.compile={setting}): {mine[setting] * 1000:.2f} ms a step, "
+              f"{args.batch * TOKENS_PER_STEP / mine[setting]:,.0f} tokens/s")
     theirs = nanogpt(Path(args.nanogpt), args.batch, args.steps, args.device)
     print(f"nanoGPT (train.py): {theirs * 1000:.2f} ms a step, {args.batch * TOKENS_PER_STEP / theirs:,.0f} tokens/s")
-    print(f"ours is {theirs / mine:.2f}x as fast as nanoGPT")
+    for setting, seconds in mine.items():
+        print(f"ours (train.compile={setting}) is {theirs / seconds:.2f}x as fast as nanoGPT")
     if args.optimizers:
-        best = optimizer_steps(torch.device(args.device), args.steps)
-        print(f"GPU config's step (rotary): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "
+        best = optimizer_steps(torch.device(args.device), args.steps, settings[-1])
+        print(f"GPU config's step (rotary, train.compile={settings[-1]}): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "
               f"Muon costs {best['muon'] / best['adamw']:.2f}x AdamW")
 
 

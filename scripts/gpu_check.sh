@@ -34,17 +34,14 @@ echo "== 2. decoding at batch 1 side by side with nanoGPT (goal: >= 5x), float32
 timeout 90 python scripts/bench_decode.py --device cuda --nanogpt "$nanogpt"
 
 echo "== 3. training side by side with nanoGPT's train.py (goal: >= 1.2x), and Muon against AdamW (goal: <= 1.15x)"
-timeout 240 python scripts/bench_train.py --device cuda --batch 64 --steps 300 --optimizers --nanogpt "$nanogpt"
+timeout 300 python scripts/bench_train.py --device cuda --batch 64 --steps 300 --compile auto,reduce-overhead \
+    --optimizers --nanogpt "$nanogpt"
 
-echo "== 4. where a step's time goes: host against GPU (nanoGPT's model; and torch.compile's CUDA-graph mode)"
-timeout 90 python scripts/profile_step.py --optimizer adamw --bias false
-timeout 120 python scripts/profile_step.py --optimizer adamw --bias false --compile reduce-overhead
-
-echo "== 5. the GPU config in full, on the wall clock of the whole command (goal: val <= 1.40 within 60 s)"
+echo "== 4. the GPU config in full, on the wall clock of the whole command (goal: val <= 1.40 within 60 s)"
 timeout 120 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/full" \
     --set train.sample_tokens=200
 
-echo "== 5b. the same with the passes replayed as CUDA graphs (train.compile = reduce-overhead)"
+echo "== 5. the same with the passes replayed as CUDA graphs (train.compile = reduce-overhead)"
 timeout 150 python scripts/time_to_loss.py 1.40 minitransformer train --config $gpu --out "$out/graphs" \
     --set train.sample_tokens=0 --set train.compile=reduce-overhead
 
