@@ -272,15 +272,21 @@ def test_compiled_training_saves_plain_weights_and_follows_the_eager_curve(tmp_p
     traces the model like the real one but compiles nothing, so it runs in seconds on a CPU."""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend="eager"))
+    eager, compiled = eager_and(tmp_path, tiny_data, "true")
+    assert compiled == pytest.approx(eager, abs=1e-5)
+    assert not any(key.startswith("_orig_mod.") for key in load_file(tmp_path / "true" / "last" / "model.safetensors"))
+
+
+def eager_and(tmp_path, tiny_data, setting: str) -> tuple[list[float], list[float]]:
+    """The val-loss curves of 10 tiny steps with train.compile = false and = setting."""
     curves = []
-    for name, compiled in (("eager", "false"), ("compiled", "true")):
-        out = tmp_path / name
+    for compiled in ("false", setting):
+        out = tmp_path / compiled
         shutil.copytree(tiny_data, out / "data")
         assert train_tiny(out, "--set", "train.max_steps=10", "--set", "train.eval_interval=5",
                           "--set", f"train.compile={compiled}") == 0
         curves.append([json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
-        assert not any(key.startswith("_orig_mod.") for key in load_file(out / "last" / "model.safetensors"))
-    assert curves[1] == pytest.approx(curves[0], abs=1e-5)
+    return curves[0], curves[1]
 
 
 class Timings:
@@ -381,15 +387,9 @@ def test_reduce_overhead_compiles_in_that_mode_marks_every_step_and_follows_the_
     modes, marks = [], []
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: modes.append(mode) or real_compile(module, backend="eager"))
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    curves = []
-    for name, compiled in (("eager", "false"), ("graphs", "reduce-overhead")):
-        out = tmp_path / name
-        shutil.copytree(tiny_data, out / "data")
-        assert train_tiny(out, "--set", "train.max_steps=10", "--set", "train.eval_interval=5",
-                          "--set", f"train.compile={compiled}") == 0
-        curves.append([json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
+    eager, graphs = eager_and(tmp_path, tiny_data, "reduce-overhead")
     assert modes == ["reduce-overhead"] and len(marks) == 10
-    assert curves[1] == pytest.approx(curves[0], abs=1e-5)
+    assert graphs == pytest.approx(eager, abs=1e-5)
 
 
 def test_reduce_overhead_refuses_torchrun():
