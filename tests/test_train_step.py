@@ -70,3 +70,26 @@ def test_float16_training_saves_its_scaler_and_resumes_with_it(run_dir):
                       "--set", "train.eval_interval=3") == 0
     resumed = torch.load(run_dir / "last" / "state.pt", weights_only=True)
     assert resumed["step"] == 8 and resumed["scaler"]["scale"] == state["scaler"]["scale"]
+
+
+def test_reading_the_note_only_at_reports_still_stops_at_the_first_bad_step(run_dir, capsys, monkeypatch):
+    """The GPU's way (the host reads the device about once a second), run on a CPU: weights made
+    NaN after step 7, so step 8's loss is NaN; the run goes on to the evaluation at step 10, which
+    reads the note first and stops, naming step 8, with nothing saved after step 0."""
+    from minitransformer.training import loop
+
+    monkeypatch.setattr(loop, "reads_every_step", lambda run: False)
+    monkeypatch.setattr(loop, "REPORT_S", 3600.0)  # no report during the run: only the evaluation reads
+    real_step = loop.train_step
+
+    def poisoned(run):
+        loss = real_step(run)
+        if run.state.step == 7:
+            with torch.no_grad():
+                run.model.wte.weight.fill_(float("nan"))  # every later loss is NaN
+        return loss
+
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    assert train_tiny(run_dir, "--set", "train.max_steps=20", "--set", "train.eval_interval=10") == 2
+    assert "diverged at step 8: the loss is nan" in capsys.readouterr().err
+    assert torch.load(run_dir / "last" / "state.pt", weights_only=True)["step"] == 0

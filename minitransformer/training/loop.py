@@ -406,9 +406,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     start_step = state.step
     saved_step = state.step if resume else None  # the step that last/ holds
     stopped_by, losses = None, None
-    # On a CPU reading a value costs nothing; under torchrun every step already waits for the
-    # others. On one GPU the host reads the device only when it reports, about once a second.
-    read_every_step = run.device.type != "cuda" or run.ranks.world > 1
+    read_every_step = reads_every_step(run)
     reported = (time.perf_counter(), state.step, state.elapsed_s)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
@@ -444,6 +442,12 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
             "tokenizer": run.dataset.tokenizer}
+
+
+def reads_every_step(run: Run) -> bool:
+    """On a CPU reading a value costs nothing; under torchrun every step already waits for the
+    others. On one GPU the host reads the device only when it reports, about once a second."""
+    return run.device.type != "cuda" or run.ranks.world > 1
 
 
 def finish_queued_steps(run: Run) -> None:
