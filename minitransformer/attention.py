@@ -43,10 +43,11 @@ def causal_mask(T: int, past: int = 0, device: torch.device | None = None) -> to
 
 def attention_mask(
     T: int,
-    past: int = 0,
+    past: int | torch.Tensor = 0,
     pads: torch.Tensor | None = None,
     causal: bool = True,
     device: torch.device | None = None,
+    S: int | None = None,
 ) -> torch.Tensor | None:
     """Which keys each of T queries (after `past` cached positions) may attend to.
 
@@ -55,13 +56,17 @@ def attention_mask(
     - With left padding, pads (B,) counting the padding positions before each row: (B, 1, T, S),
       the causal mask less the padding keys. A padding query still sees itself, so no row of
       scores is all -inf (whose softmax would be NaN).
+    For a StaticKVCache, past is a 0-d tensor on the device and S the whole buffer's length:
+    keys not written yet (past + T and after) are hidden too.
     """
     if pads is None:
         return causal_mask(T, past, device) if causal and T > 1 else None
-    S = past + T
+    S = past + T if S is None else S
     keys = torch.arange(S, device=device)  # (S,)
-    queries = torch.arange(past, S, device=device)  # (T,) absolute positions of the queries
-    allowed = keys[None, :] <= queries[:, None] if causal else torch.ones(T, S, dtype=torch.bool, device=device)
+    queries = past + torch.arange(T, device=device)  # (T,) absolute positions of the queries
+    # The last key each query may see: itself (causal), or the last one written (not causal).
+    last = queries if causal else queries[-1:].expand(T)  # (T,)
+    allowed = keys[None, :] <= last[:, None]  # (T, S)
     real = keys[None, :] >= pads[:, None]  # (B, S): True for the keys that are not padding
     itself = keys[None, :] == queries[:, None]  # (T, S)
     mask = (allowed[None] & real[:, None, :]) | itself[None]  # (B, T, S)

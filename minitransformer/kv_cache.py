@@ -116,14 +116,7 @@ class StaticKVCache:
     def mask(self, T: int, causal: bool, device: torch.device) -> torch.Tensor:
         """(B, 1, T, max_len): the keys each new query may see; positions not written yet are hidden."""
         if self.pass_mask is None:
-            keys = torch.arange(self.max_len, device=device)  # (S,)
-            queries = self.stored + torch.arange(T, device=device)  # (T,) where the queries stand
-            # The last key each query may see: itself (causal), or the last one written (not causal).
-            last = queries if causal else (self.stored + T - 1).expand(T)  # (T,)
-            allowed = keys[None, :] <= last[:, None]  # (T, S)
-            real = keys[None, :] >= self.pads[:, None]  # (B, S): not padding
-            itself = keys[None, :] == queries[:, None]  # (T, S): a padding query still sees itself
-            self.pass_mask = ((allowed[None] & real[:, None, :]) | itself[None])[:, None]  # (B, 1, T, S)
+            self.pass_mask = attention_mask(T, self.stored, self.pads, causal, device, S=self.max_len)
         return self.pass_mask
 
     def advance(self, T: int) -> None:
