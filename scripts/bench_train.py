@@ -103,28 +103,36 @@ def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
     return (seen[2 * steps] - seen[steps]) / steps
 
 
-def optimizer_steps(device: torch.device, steps: int, compile_setting: str) -> dict[str, float]:
-    """Seconds per training step of the GPU config's model with Muon and with AdamW."""
-    from minitransformer.commands.bench import measure_training
-    from minitransformer.config import load_config
+def optimizer_runs(config, device: torch.device, names: list[str]):
+    """Yield (optimizer name, Run) for each name: one model of config, compiled once (as
+    train.compile says) and shared, on its real data, in a scratch folder; as `train` builds a run."""
     from minitransformer.model import GPT
     from minitransformer.training.distributed import Ranks
     from minitransformer.training.optim import Schedule, make_optimizers
     from minitransformer.training.setup import Run, RunState, model_config_for, run_data, training_dtype, training_module
 
-    config = load_config(str(GPU_CONFIG), (f"train.compile={compile_setting}",))
-    best = {}
     with tempfile.TemporaryDirectory(prefix="bench-optimizers-") as folder:
         dataset = run_data(config, Path(folder), lambda message: None, None, Ranks(), False)
         torch.manual_seed(0)
         model = GPT(model_config_for(config, dataset)).to(device)
         dtype = training_dtype(config.train, device, model, dataset, Ranks(), None)
-        trainer = training_module(model, config.train, device, Ranks())  # compiled once, for both
-        for name in ("adamw", "muon", "adamw", "muon"):
+        trainer = training_module(model, config.train, device, Ranks())
+        for name in names:
             run_config = replace(config, train=replace(config.train, optimizer=name))
-            run = Run(run_config, Path(folder), device, dtype, dataset, model, make_optimizers(model, run_config.train),
-                      torch.Generator().manual_seed(0), RunState(Schedule.for_config(run_config.train)), trainer=trainer)
-            best[name] = min(best.get(name, float("inf")), measure_training(run, steps))
+            yield name, Run(run_config, Path(folder), device, dtype, dataset, model,
+                            make_optimizers(model, run_config.train), torch.Generator().manual_seed(0),
+                            RunState(Schedule.for_config(run_config.train)), trainer=trainer)
+
+
+def optimizer_steps(device: torch.device, steps: int, compile_setting: str) -> dict[str, float]:
+    """Seconds per training step of the GPU config's model with Muon and with AdamW."""
+    from minitransformer.commands.bench import measure_training
+    from minitransformer.config import load_config
+
+    config = load_config(str(GPU_CONFIG), (f"train.compile={compile_setting}",))
+    best = {}
+    for name, run in optimizer_runs(config, device, ["adamw", "muon", "adamw", "muon"]):
+        best[name] = min(best.get(name, float("inf")), measure_training(run, steps))
     return best
 
 

@@ -12,22 +12,14 @@ replayed as CUDA graphs.
 """
 
 import argparse
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench_train import GPU_CONFIG, optimizer_runs  # scripts/ is the first place Python looks
 from minitransformer.config import load_config
-from minitransformer.model import GPT
-from minitransformer.training.distributed import Ranks
 from minitransformer.training.loop import train_step
-from minitransformer.training.optim import Schedule, make_optimizers
-from minitransformer.training.setup import Run, RunState, model_config_for, run_data, training_dtype, training_module
-
-CONFIG = Path(__file__).parent.parent / "configs" / "shakespeare_char_gpu.toml"
 
 
 def main() -> None:
@@ -42,41 +34,33 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda")
     compile_value = {"default": "true", "none": "false"}.get(args.compile, args.compile)
-    config = load_config(str(CONFIG), (f"model.position={args.position}", f"model.dropout={args.dropout}",
+    config = load_config(str(GPU_CONFIG), (f"model.position={args.position}", f"model.dropout={args.dropout}",
                                        f"model.bias={args.bias}", f"train.compile={compile_value}"))
-    with tempfile.TemporaryDirectory() as folder:
-        dataset = run_data(config, Path(folder), lambda message: None, None, Ranks(), False)
-        torch.manual_seed(0)
-        model = GPT(model_config_for(config, dataset)).to(device)
-        dtype = training_dtype(config.train, device, model, dataset, Ranks(), None)
-        trainer = training_module(model, config.train, device, Ranks())  # compiled once, for both optimizers
-        for name in (["adamw", "muon"] if args.optimizer == "both" else [args.optimizer]):
-            run_config = replace(config, train=replace(config.train, optimizer=name))
-            run = Run(run_config, Path(folder), device, dtype, dataset, model, make_optimizers(model, run_config.train),
-                      torch.Generator().manual_seed(0), RunState(Schedule.for_config(run_config.train)), trainer=trainer)
+    names = ["adamw", "muon"] if args.optimizer == "both" else [args.optimizer]
+    for name, run in optimizer_runs(config, device, names):
+        for _ in range(10):
+            train_step(run)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        queued = 0.0
+        for _ in range(args.steps):
+            before = time.perf_counter()
+            train_step(run)
+            queued += time.perf_counter() - before
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - started) / args.steps
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
                 train_step(run)
             torch.cuda.synchronize()
-            started = time.perf_counter()
-            queued = 0.0
-            for _ in range(args.steps):
-                before = time.perf_counter()
-                train_step(run)
-                queued += time.perf_counter() - before
-            torch.cuda.synchronize()
-            wall = (time.perf_counter() - started) / args.steps
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for _ in range(10):
-                    train_step(run)
-                torch.cuda.synchronize()
-            events = prof.key_averages()
-            # Kernels only: the profiler also charges the time of annotated ranges (Optimizer.step)
-            gpu = sum(e.device_time for e in prof.events() if e.device_type.name == "CUDA") / 10 / 1000
-            print(f"== {args.position}, bias {args.bias}, compile {args.compile}, {name}: wall {wall * 1000:.2f} ms a step; host queues a step in "
-                  f"{queued / args.steps * 1000:.2f} ms (waits included); GPU busy {gpu:.2f} ms a step")
-            if args.tables:
-                print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
-                print(events.table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=60))
+        events = prof.key_averages()
+        # Kernels only: the profiler also charges the time of annotated ranges (Optimizer.step)
+        gpu = sum(e.device_time for e in prof.events() if e.device_type.name == "CUDA") / 10 / 1000
+        print(f"== {args.position}, bias {args.bias}, compile {args.compile}, {name}: wall {wall * 1000:.2f} ms a step; host queues a step in "
+              f"{queued / args.steps * 1000:.2f} ms (waits included); GPU busy {gpu:.2f} ms a step")
+        if args.tables:
+            print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
+            print(events.table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=60))
 
 
 if __name__ == "__main__":
