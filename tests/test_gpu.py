@@ -2,17 +2,14 @@
 host, float16 with its gradient scaler. Skipped without a CUDA GPU; scripts/gpu_check.sh runs them.
 """
 
-import shutil
-
 import pytest
 import torch
 
 from minitransformer import GPT, ModelConfig, generate, generate_batch
-from minitransformer.config import load_config
 from minitransformer.machine.cuda_graphs import GRAPHS_KEPT, recorded
 from minitransformer.training.loop import check_finite, train_step
-from minitransformer.training.setup import start_run
-from tests.conftest import TINY, train_tiny
+from tests.conftest import train_tiny
+from tests.test_train_step import tiny_run_object
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
 
@@ -74,12 +71,10 @@ def test_graphs_per_model_stay_bounded():
 
 
 @pytest.mark.parametrize("optimizer, compiled", [("adamw", False), ("muon", False), ("muon", True)])
-def test_a_training_step_never_waits_for_the_gpu(tmp_path, tiny_data, optimizer, compiled):
+def test_a_training_step_never_waits_for_the_gpu(run_dir, optimizer, compiled):
     """torch.cuda.set_sync_debug_mode("error") turns every host synchronisation into an error."""
-    config = load_config(TINY, (f"train.out_dir={tmp_path}", f"train.optimizer={optimizer}",
-                                f"train.compile={'true' if compiled else 'false'}", "train.dtype=bfloat16"))
-    shutil.copytree(tiny_data, tmp_path / "data")
-    run = start_run(config, tmp_path, CUDA, say=lambda message: None)
+    run = tiny_run_object(run_dir, "bfloat16", "cuda", f"train.optimizer={optimizer}",
+                          f"train.compile={'true' if compiled else 'false'}")
     for _ in range(3):  # warm-up: compiling, allocating, loading kernels
         train_step(run)
     torch.cuda.synchronize()
@@ -94,11 +89,10 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, tiny_data, optimizer,
     check_finite(run, None)
 
 
-def test_float16_forced_on_a_bf16_gpu_trains_and_resumes(tmp_path, tiny_data):
-    shutil.copytree(tiny_data, tmp_path / "data")
+def test_float16_forced_on_a_bf16_gpu_trains_and_resumes(run_dir):
     common = ("--device", "cuda", "--set", "train.dtype=float16", "--set", "train.eval_interval=20",
               "--set", "train.compile=false")
-    assert train_tiny(tmp_path, *common, "--set", "train.max_steps=40") == 0
-    state = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
+    assert train_tiny(run_dir, *common, "--set", "train.max_steps=40") == 0
+    state = torch.load(run_dir / "last" / "state.pt", weights_only=True)
     assert state["dtype"] == "float16" and state["scaler"]["scale"] > 1
-    assert train_tiny(tmp_path, "--resume", *common, "--set", "train.max_steps=60") == 0
+    assert train_tiny(run_dir, "--resume", *common, "--set", "train.max_steps=60") == 0

@@ -72,12 +72,16 @@ def test_a_project_folder_as_the_run_folder_keeps_every_other_file(tmp_path, tin
     assert {"last", "best", "metrics.jsonl", "data"} <= {path.name for path in project.iterdir()}
 
 
-def test_a_data_path_that_is_a_file_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("name, text, said", [
+    ("data", "my data", "is a file"),  # where the run keeps its tokenised data, a file of the user's
+    ("run.lock", "the lock of my own tool\n", "not a lock minitransformer wrote"),
+])
+def test_a_file_of_the_users_where_the_run_writes_is_refused_and_kept(tmp_path, capsys, name, text, said):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "data").write_text("my data")
+    (tmp_path / "run" / name).write_text(text)
     assert train_tiny(tmp_path / "run") == 2
-    assert "is a file" in error_line(capsys)
-    assert (tmp_path / "run" / "data").read_text() == "my data"
+    assert said in error_line(capsys)
+    assert (tmp_path / "run" / name).read_text() == text
 
 
 @pytest.mark.parametrize("command", ["export-gpt2", "import-gpt2"])
@@ -163,14 +167,6 @@ def test_a_training_whose_folder_is_deleted_stops_and_never_writes_into_the_next
     assert snapshot(out) == second
     rows = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows == [0, 20, 40]
-
-
-def test_a_run_lock_that_is_not_ours_is_refused_and_kept(tmp_path, capsys):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "run.lock").write_text("the lock of my own tool\n")
-    assert train_tiny(tmp_path / "run") == 2
-    assert "not a lock minitransformer wrote" in error_line(capsys)
-    assert (tmp_path / "run" / "run.lock").read_text() == "the lock of my own tool\n"
 
 
 def test_a_lock_replaced_under_a_training_is_not_deleted_at_its_end(tmp_path):

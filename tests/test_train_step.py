@@ -10,9 +10,10 @@ from minitransformer.training.setup import start_run
 from tests.conftest import TINY, train_tiny
 
 
-def tiny_run_object(run_dir, dtype: str):
-    config = load_config(TINY, (f"train.out_dir={run_dir}", f"train.dtype={dtype}", "train.optimizer=adamw"))
-    return start_run(config, run_dir, torch.device("cpu"), say=lambda message: None)
+def tiny_run_object(run_dir, dtype: str, device: str = "cpu", *overrides: str):
+    """A Run of the tiny config in run_dir (AdamW unless overridden), as `train` starts one."""
+    config = load_config(TINY, (f"train.out_dir={run_dir}", f"train.dtype={dtype}", "train.optimizer=adamw", *overrides))
+    return start_run(config, run_dir, torch.device(device), say=lambda message: None)
 
 
 def step(run):
