@@ -45,21 +45,22 @@ TOKENS_PER_STEP = 256  # x batch
 
 def ours(batch: int, steps: int, device: str, compile_setting: str) -> float:
     """Seconds per step of our train command over steps (steps, 2 x steps]."""
-    out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "run"
-    command = [sys.executable, "-m", "minitransformer", "train", "--config", str(GPU_CONFIG), "--out", str(out),
-               "--device", device, "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
-               "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1", "--set", "train.sample_tokens=0",
-               # nanoGPT's choices, so that both train the same model the same way
-               "--set", "model.position=learned", "--set", "model.bias=false", "--set", "train.optimizer=adamw",
-               "--set", "model.dropout=0.2",
-               "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99", "--set", f"train.compile={compile_setting}"]
-    if device == "cpu":
-        command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU
-    subprocess.run(command, check=True, capture_output=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    seconds = (rows[-1]["elapsed_s"] - rows[-2]["elapsed_s"]) / (rows[-1]["step"] - rows[-2]["step"])
-    shutil.rmtree(out.parent)
-    return seconds
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        out = Path(scratch) / "run"
+        command = [sys.executable, "-m", "minitransformer", "train", "--config", str(GPU_CONFIG), "--out", str(out),
+                   "--device", device, "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={2 * steps}",
+                   "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1",
+                   "--set", "train.sample_tokens=0", "--set", f"train.compile={compile_setting}",
+                   # nanoGPT's choices, so that both train the same model the same way
+                   "--set", "model.position=learned", "--set", "model.bias=false", "--set", "train.optimizer=adamw",
+                   "--set", "model.dropout=0.2", "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99"]
+        if device == "cpu":
+            command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            sys.exit("our train command failed:\n" + finished.stderr[-2000:])
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return (rows[-1]["elapsed_s"] - rows[-2]["elapsed_s"]) / (rows[-1]["step"] - rows[-2]["step"])
 
 
 def prepare_nanogpt(folder: Path, nanogpt: Path) -> None:
@@ -81,25 +82,24 @@ def prepare_nanogpt(folder: Path, nanogpt: Path) -> None:
 
 def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
     """Seconds per step of nanoGPT's train.py over steps (steps, 2 x steps], by the wall clock of its log."""
-    scratch = Path(tempfile.mkdtemp(prefix="bench-nanogpt-"))
-    prepare_nanogpt(scratch, folder)
     log_interval = 1 if steps < 50 else 10
     command = [sys.executable, "train.py", "config/train_shakespeare_char.py", f"--device={device}",
                f"--batch_size={batch}", f"--max_iters={2 * steps}", f"--lr_decay_iters={2 * steps}",
                "--eval_interval=1000000", "--eval_iters=2", f"--log_interval={log_interval}", "--out_dir=out"]
     if device == "cpu":
         command += ["--compile=False", "--dtype=float32"]
-    seen = {}
-    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("iter "):
-            seen[int(line.split()[1].rstrip(":"))] = time.perf_counter()
-    if process.wait() != 0 or steps not in seen or 2 * steps not in seen:
+    seen, lines = {}, []
+    with tempfile.TemporaryDirectory(prefix="bench-nanogpt-") as scratch:
+        prepare_nanogpt(Path(scratch), folder)
+        process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("iter "):
+                seen[int(line.split()[1].rstrip(":"))] = time.perf_counter()
+        failed = process.wait() != 0
+    if failed or steps not in seen or 2 * steps not in seen:
         sys.exit("nanoGPT's train.py failed:\n" + "".join(lines[-20:]))
-    shutil.rmtree(scratch)
     return (seen[2 * steps] - seen[steps]) / steps
 
 
