@@ -60,3 +60,19 @@ def test_orthogonalize_brings_singular_values_near_one():
 def test_only_matrices():
     with pytest.raises(ValueError, match="matrices only"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
+
+
+def test_a_closure_is_evaluated_and_its_loss_returned():
+    weight = torch.nn.Parameter(torch.randn(4, 8))
+    optimizer = Muon([weight], lr=0.02)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (weight**2).sum()
+        loss.backward()
+        return loss
+
+    before = weight.detach().clone()
+    loss = optimizer.step(closure)
+    assert loss.item() == pytest.approx((before**2).sum().item())
+    assert not torch.equal(weight, before)  # the gradient the closure computed was used

@@ -73,6 +73,10 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # the Optimizer contract: re-evaluate the loss first, if asked
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -104,6 +108,8 @@ class Muon(torch.optim.Optimizer):
                 by_scale[lr_scale(p.shape)].append(i)
             for scale, members in by_scale.items():
                 torch._foreach_add_([params[i] for i in members], [updates[i] for i in members], alpha=-lr * scale)
+        return loss
+
 
 def wide(shape: torch.Size) -> tuple[int, int]:
     """A matrix shape with the smaller side first."""
