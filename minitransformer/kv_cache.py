@@ -87,7 +87,7 @@ class StaticKVCache:
         self.stored = torch.zeros((), dtype=torch.long, device=device)  # positions stored, on the device
         self.length = 0  # the same count on the host, for the caller's bookkeeping
         self.pass_mask: torch.Tensor | None = None
-        self.pass_slots: torch.Tensor | None = None  # where this pass's keys and values go, for all layers
+        self.pass_slots: torch.Tensor | None = None  # see slots()
 
     def reset(self, pads: torch.Tensor | None = None) -> None:
         """Empty the cache for a new sequence (in place: a recorded graph keeps its addresses)."""
@@ -99,18 +99,22 @@ class StaticKVCache:
         self.length = 0
         self.pass_mask = self.pass_slots = None
 
+    def slots(self, T: int, device: torch.device) -> torch.Tensor:
+        """(T,) where this pass's tokens go in the buffers: a tensor, not numbers, so that a graph
+        replays it at any position; made once per pass."""
+        if self.pass_slots is None:
+            self.pass_slots = self.stored + torch.arange(T, device=device)  # (T,)
+        return self.pass_slots
+
     def positions(self, T: int, device: torch.device) -> torch.Tensor:
         """Positions of the next T tokens, (B, T), counted from each row's first real token."""
-        positions = self.stored + torch.arange(T, device=device)  # (T,)
-        return (positions[None, :] - self.pads[:, None]).clamp(min=0)  # (B, T)
+        return (self.slots(T, device)[None, :] - self.pads[:, None]).clamp(min=0)  # (B, T)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) at the next T positions; return the whole buffers (B, H, max_len, D)."""
         B, H, T, D = k.shape
-        if self.pass_slots is None:  # a tensor, not numbers: a graph replays it at any position
-            self.pass_slots = self.stored + torch.arange(T, device=k.device)  # (T,)
-        self.keys[layer].index_copy_(2, self.pass_slots, k)
-        self.values[layer].index_copy_(2, self.pass_slots, v)
+        self.keys[layer].index_copy_(2, self.slots(T, k.device), k)
+        self.values[layer].index_copy_(2, self.slots(T, k.device), v)
         return self.keys[layer], self.values[layer]  # (B, H, max_len, D)
 
     def mask(self, T: int, causal: bool, device: torch.device) -> torch.Tensor:
