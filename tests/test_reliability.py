@@ -293,6 +293,31 @@ def test_ctrl_c_during_data_preparation_exits_130_and_leaves_nothing_half_writte
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
 
 
+@pytest.mark.parametrize("during_interrupt", [True, False])
+def test_an_error_left_by_an_interrupt_is_the_interrupt_and_any_other_is_a_bug(during_interrupt, tmp_path, capsys,
+                                                                                monkeypatch):
+    """A signal's KeyboardInterrupt inside threading's locks (tiktoken's thread pool) surfaces as
+    `RuntimeError: release unlocked lock` raised while handling it: still exit 130 in one line,
+    nothing left. The same RuntimeError with no interrupt behind it is a bug: its traceback shows."""
+    def broken(scan, tokenizer, meta, corpus, folder, bar):
+        (folder / "train.bin").write_bytes(b"partial")
+        if not during_interrupt:
+            raise RuntimeError("release unlocked lock")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("release unlocked lock")
+
+    monkeypatch.setattr("minitransformer.training.data.write_splits", broken)
+    if during_interrupt:
+        assert train_tiny(tmp_path / "run") == 130
+        assert capsys.readouterr().err.strip() == "interrupted (Ctrl-C or SIGTERM)"
+    else:
+        with pytest.raises(RuntimeError, match="release unlocked lock"):
+            train_tiny(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+
+
 def test_ctrl_c_during_saving_keeps_the_previous_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
     run = copy_run(tiny_run, tmp_path / "run")
     before = (run / "last" / "state.pt").read_bytes()

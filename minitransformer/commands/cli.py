@@ -227,6 +227,33 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """args.run(args); an error raised while an interrupt was being handled is that interrupt.
+
+    The interrupt is an exception raised wherever the main thread happens to be. Inside library
+    code that is not written for that (threading's locks, e.g. tiktoken's thread pool), it can
+    leave a lock half released, and the next line fails with `RuntimeError: release unlocked
+    lock` chained to the KeyboardInterrupt. The user stopped the program: that is what we report.
+    """
+    try:
+        return args.run(args)
+    except Exception as error:
+        if interrupted_during(error):
+            raise KeyboardInterrupt from error
+        raise
+
+
+def interrupted_during(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions error was raised while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:  # a chain can loop back on itself
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -237,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # only the main thread sets handlers
         previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return args.run(args)
+        return run_command(args)
     except UserError as error:
         report(f"error: {error}", error.everywhere)
         return 2
