@@ -16,7 +16,8 @@ Design choices:
   the window each step: exact, and no slower than generating without a cache.
 - Sampling: temperature divides the logits (0 means greedy: always the most likely token); top-k
   keeps the k most likely tokens; top-p (nucleus) keeps the smallest set of most likely tokens
-  whose probabilities reach p. A `torch.Generator` makes sampling reproducible.
+  whose probabilities reach p. A `torch.Generator` makes sampling reproducible. The draw itself
+  (`draw`) never reads a value back to the host, so a GPU never waits for the host between tokens.
 """
 
 import math
@@ -70,7 +71,22 @@ def sample_next(
         drop[:, 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1); renormalises
+    return draw(probs, generator)  # (B, 1)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of probs (B, V), token i with probability probs[:, i] / probs.sum(-1).
+
+    The exponential race: every token waits an Exp(1) time, token i's shortened to waits / p_i
+    (an exponential of rate p_i); the first to arrive, the largest p_i / wait, wins with
+    probability p_i / sum(p). torch.multinomial draws one sample by this very race (the same
+    generator gives the same token, tested), but first checks probs on the host, which makes a
+    GPU wait for every token; this never reads anything back.
+    """
+    # An Exp(1) draw of exactly 0 would make a zero-probability token's 0 / 0 a NaN, which argmax
+    # picks; the smallest positive float instead leaves it at 0, and changes no other outcome.
+    waits = torch.empty_like(probs).exponential_(1.0, generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    return (probs / waits).argmax(dim=-1, keepdim=True)  # (B, V) -> (B, 1)
 
 
 @torch.no_grad()

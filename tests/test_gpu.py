@@ -52,6 +52,23 @@ def test_graph_logits_match_the_eager_step():
     assert torch.equal(a, b)  # sampling draws the same numbers from the same logits
 
 
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=0.8, top_k=10),
+                                      dict(temperature=1.0, top_p=0.9)])
+def test_generating_never_waits_for_the_gpu(sampling):
+    """Between tokens the host only queues work (torch.multinomial would read its input back on
+    every token); so it runs ahead of the GPU, and a token costs the GPU's time, not both."""
+    model = decoding_model("learned", "sdpa", torch.bfloat16)
+    prompt = torch.tensor([[1, 2, 3]], device=CUDA)
+    generate(model, prompt, 8, **sampling)  # records the graph
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = generate(model, prompt, 100, **sampling)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == (1, 103)
+
+
 def test_graphs_per_model_stay_bounded():
     model = decoding_model("learned", "sdpa", torch.bfloat16)
     prompt = [[1, 2, 3]]
