@@ -18,7 +18,7 @@ On a GPU both compile and use bf16 autocast (nanoGPT's defaults); on a CPU neith
 
 --compile lists the `train.compile` settings to run our command with (each measured on its own).
 --optimizers also times our training step on the GPU config itself (rotary positions) with Muon
-against AdamW, in one process on one model compiled as the last --compile setting says (steps in
+against AdamW, in one process on one model compiled as the first --compile setting says (steps in
 a row, the best of two runs).
 """
 
@@ -158,8 +158,8 @@ def main() -> None:
     for setting, seconds in mine.items():
         print(f"ours (train.compile={setting}) is {theirs / seconds:.2f}x as fast as nanoGPT")
     if args.optimizers:
-        best = optimizer_steps(torch.device(args.device), args.steps, settings[-1])
-        print(f"GPU config's step (rotary, train.compile={settings[-1]}): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "
+        best = optimizer_steps(torch.device(args.device), args.steps, settings[0])
+        print(f"GPU config's step (rotary, train.compile={settings[0]}): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "
               f"Muon costs {best['muon'] / best['adamw']:.2f}x AdamW")
 
 
