@@ -15,13 +15,13 @@ import argparse
 import copy
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from minitransformer import GPT, ModelConfig, generate, generate_batch
 from minitransformer.generate import decoding_dtype, prepare_for_decoding
+from minitransformer.machine.device import best_seconds
 
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
 NEW_TOKENS = 255
@@ -37,17 +37,7 @@ def load_nanogpt(folder: Path):
 
 def best_rate(run, tokens: int, repeats: int, device: torch.device) -> float:
     """Tokens per second of the fastest of `repeats` calls of run(), after one warm-up call."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return tokens / best
+    return tokens / best_seconds(run, device, repeats=repeats, warmups=1)
 
 
 @torch.no_grad()
