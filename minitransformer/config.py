@@ -139,7 +139,11 @@ class TrainConfig:
     batch_size: int = 8  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 100_000
-    time_budget_s: float = 270.0  # > 0: the schedule runs on training time and stops at the budget; 0: on steps
+    # > 0: the whole train command's wall clock (start-up, evaluations and the final sample included);
+    # the schedule runs on it. 0: the schedule runs on steps (max_steps).
+    time_budget_s: float = 270.0
+    # The steps this config was tuned for on a time budget: a run that gets far fewer says so (budget.py). 0: none.
+    tuned_steps: int = 0
     optimizer: str = "muon"  # "adamw", or "muon": Muon for the blocks' matrices and AdamW for the rest
     learning_rate: float = 3e-3  # AdamW's peak learning rate
     muon_learning_rate: float = 0.02  # Muon's peak learning rate, when optimizer = "muon"
@@ -165,7 +169,7 @@ class TrainConfig:
         if self.compile not in (True, False, "auto", "reduce-overhead"):
             raise UserError(f"train.compile = {self.compile!r} is not allowed; choose true, false, \"auto\" "
                             "or \"reduce-overhead\"")
-        for name in ("time_budget_s", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
+        for name in ("time_budget_s", "tuned_steps", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")
         if not 0 <= self.seed < 2**64:

@@ -1,13 +1,20 @@
 """Pictures with matplotlib (the optional `plot` extra): loss curves, attention maps, head ablations.
 
-Each function returns a matplotlib `Figure`: in Jupyter it shows when it is a cell's value, and
-`figure.savefig("x.png")` writes it (the `plot`, `inspect --png` and `heads --png` commands do).
+Each function returns a matplotlib `Figure`: in Jupyter it shows as a picture when it is a
+cell's value, and `figure.savefig("x.png")` writes it (the `plot`, `inspect --png` and
+`heads --png` commands do).
 
-Design choice: figures are made with matplotlib's object-oriented `Figure`, never pyplot, so no
-global figure list grows and the notebook's backend is left as it is.
+Design choices:
+- Figures are made with matplotlib's object-oriented `Figure`, never pyplot, so no global figure
+  list grows and the notebook's backend is left as it is.
+- Without pyplot, Jupyter's inline backend never registers itself, and a bare `Figure` shows as
+  the text `<Figure size 700x400 with 1 Axes>`. So the figures are `NotebookFigure`s: a `Figure`
+  with `_repr_png_`, which Jupyter (IPython's display) calls to show it as a PNG image.
 """
 
+import functools
 import importlib
+import io
 from pathlib import Path
 
 import torch
@@ -33,12 +40,26 @@ def check_available(flag: str) -> None:
         raise UserError(f"{flag} needs matplotlib: {INSTALL}")
 
 
+@functools.cache
+def notebook_figure_class() -> type:
+    """matplotlib's Figure, shown by Jupyter as a PNG image (made once, when matplotlib is first needed)."""
+    from matplotlib.figure import Figure
+
+    class NotebookFigure(Figure):
+        """A Figure that Jupyter displays as an image when it is a cell's value."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return NotebookFigure
+
+
 def new_figure(width: float, height: float):
     if not available():
         raise UserError(f"drawing needs matplotlib: {INSTALL}")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="tight")
+    return notebook_figure_class()(figsize=(width, height), layout="tight")
 
 
 def plot_loss(rows: list[dict], title: str = ""):
@@ -51,6 +72,19 @@ def plot_loss(rows: list[dict], title: str = ""):
     ax.set_xlabel("step")
     ax.set_ylabel("loss (cross-entropy, nats per token)")
     ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure
+
+
+def compare_loss(runs: dict[str, list[dict]], split: str = "val"):
+    """One split's loss against steps for several runs on one axes: {name: metrics rows}."""
+    figure = new_figure(7, 4)
+    ax = figure.add_subplot()
+    for name, rows in runs.items():
+        ax.plot([row["step"] for row in rows], [row[f"{split}_loss"] for row in rows], label=name, marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{split} loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
     return figure

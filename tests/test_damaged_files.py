@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import torch
 from minitransformer.commands.cli import main, report
 from minitransformer.formats.load import load_model
 from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
+from tests.helpers import HANG_S, wait_until
 
 
 def copy_run(source, target):
@@ -161,12 +161,9 @@ def test_sigterm_while_preparing_data_exits_130_and_leaves_nothing(tmp_path):
         [sys.executable, "-m", "minitransformer", "train", "--config", TINY, "--out", str(out),
          "--set", f"data.corpus={corpus}", "--set", "data.tokenizer=gpt2", *QUICK],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 60
-    while not (out.exists() and any("mt-tmp" in path.name for path in out.iterdir())):
-        assert time.time() < deadline and process.poll() is None, process.communicate()
-        time.sleep(0.01)
+    wait_until(lambda: out.exists() and any("mt-tmp" in path.name for path in out.iterdir()), process, 0.01)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=HANG_S)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert sorted(path.name for path in out.iterdir()) == []
 

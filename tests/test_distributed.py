@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from minitransformer.commands.cli import main
 from tests.conftest import QUICK, ROOT, TINY
+from tests.helpers import HANG_S
 
 COMMON = ["--config", TINY, *QUICK, "--set", "train.max_steps=30", "--set", "train.eval_interval=10",
           "--set", "train.grad_accum=2"]
@@ -20,7 +21,7 @@ COMMON = ["--config", TINY, *QUICK, "--set", "train.max_steps=30", "--set", "tra
 def torchrun(out, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "minitransformer", "train", "--out", str(out), *extra]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)
     assert result.returncode == 0, result.stderr[-6000:]
     return result
 

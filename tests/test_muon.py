@@ -1,4 +1,5 @@
-"""Our stacked Muon against torch.optim.Muon: the same update, within bf16 rounding."""
+"""Our stacked Muon against torch.optim.Muon: the same update, within bf16 rounding; its
+Newton-Schulz precision follows the run's."""
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ def parameters(seed: int) -> list[torch.nn.Parameter]:
 def test_same_update_as_torch_muon(nesterov):
     ours, theirs = parameters(0), parameters(0)
     start = [p.detach().clone() for p in ours]
-    mine = Muon(ours, lr=0.02, weight_decay=0.1, nesterov=nesterov)
+    mine = Muon(ours, lr=0.02, weight_decay=0.1, nesterov=nesterov, ns_dtype=torch.bfloat16)  # torch's precision
     reference = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn="original")
     for step in range(4):
         generator = torch.Generator().manual_seed(100 + step)
@@ -76,3 +77,36 @@ def test_a_closure_is_evaluated_and_its_loss_returned():
     loss = optimizer.step(closure)
     assert loss.item() == pytest.approx((before**2).sum().item())
     assert not torch.equal(weight, before)  # the gradient the closure computed was used
+
+
+def test_newton_schulz_in_float32_is_the_same_update_without_bf16_rounding():
+    """float32 (the default, and a run's on a CPU without native bfloat16) against bfloat16:
+    the same orthogonalised update, bf16's rounding apart, and float32's products in float32."""
+    G = torch.randn(4, 16, 48)
+    exact, rounded = orthogonalize(G, dtype=torch.float32), orthogonalize(G, dtype=torch.bfloat16)
+    assert exact.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    torch.testing.assert_close(exact, rounded.float(), atol=0.02, rtol=0)
+    assert (exact - rounded.float()).abs().max() > 0  # bf16 really did round
+
+
+@pytest.mark.parametrize("run_dtype, expected", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                 (torch.float16, torch.float32)])
+def test_a_run_sets_newton_schulz_to_its_own_precision(run_dtype, expected):
+    from minitransformer.training.optim import set_compute_dtype
+
+    muon, adamw = Muon(parameters(2)), torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))])
+    set_compute_dtype([muon, adamw], run_dtype)
+    assert muon.ns_dtype == expected
+
+
+def test_newton_schulz_runs_in_the_dtype_it_is_given(monkeypatch):
+    """The products themselves (not only the result) are in ns_dtype: watch torch.baddbmm's inputs."""
+    import minitransformer.training.muon as muon_module
+
+    seen = []
+    real = torch.baddbmm
+    monkeypatch.setattr(muon_module.torch, "baddbmm", lambda *args, **kw: seen.append(args[1].dtype) or real(*args, **kw))
+    weight = torch.nn.Parameter(torch.randn(8, 16))
+    weight.grad = torch.randn(8, 16)
+    Muon([weight], ns_dtype=torch.float32).step()
+    assert seen and set(seen) == {torch.float32}

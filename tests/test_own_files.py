@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from minitransformer.commands.cli import main
 from minitransformer.training import setup
 from minitransformer.training.run_folder import RunLock
 from tests.conftest import QUICK, ROOT, TINY, error_line, train_tiny
+from tests.helpers import HANG_S, wait_until
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -143,10 +143,8 @@ def start_training(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def wait_for_rows(out: Path, process: subprocess.Popen, rows: int) -> None:
-    deadline = time.time() + 60
-    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < rows:
-        assert time.time() < deadline and process.poll() is None, process.communicate()
-        time.sleep(0.05)
+    metrics = out / "metrics.jsonl"
+    wait_until(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= rows, process, 0.05)
 
 
 def test_a_training_whose_folder_is_deleted_stops_and_never_writes_into_the_next_run(tmp_path):
@@ -159,7 +157,7 @@ def test_a_training_whose_folder_is_deleted_stops_and_never_writes_into_the_next
         # A new training into the same path at once; the first must stop rather than write on.
         assert train_tiny(out, "--set", "train.max_steps=40", "--set", "train.eval_interval=20") == 0
         second = snapshot(out)
-        _, stderr = first.communicate(timeout=60)
+        _, stderr = first.communicate(timeout=HANG_S)
     finally:
         first.kill()
     assert first.returncode == 2, stderr

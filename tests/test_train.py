@@ -22,7 +22,7 @@ from minitransformer.errors import UserError
 from minitransformer.training.optim import Schedule, load_optimizer_state, lr_at, make_optimizers, resumed_schedule
 from minitransformer.training.loop import train
 from tests.conftest import TINY, error_line, train_tiny
-from tests.helpers import small_config
+from tests.helpers import HANG_S, small_config
 
 
 def factors(train: TrainConfig, schedule: Schedule, steps: range) -> list[float]:
@@ -212,7 +212,7 @@ def test_train_runs_in_a_thread_other_than_the_main_one(run_dir):
 
     thread = threading.Thread(target=work)
     thread.start()
-    thread.join(timeout=120)
+    thread.join(timeout=HANG_S)
     assert not errors and results[0]["step"] == 10
 
 
@@ -373,8 +373,9 @@ def test_metrics_report_tokens_per_second_and_mfu(tiny_run):
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert "tokens_per_s" not in rows[0]  # no steps before the first evaluation
     for before, row in zip(rows, rows[1:]):
-        expected = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
-        assert row["tokens_per_s"] == pytest.approx(expected, rel=0.05)
+        # Tokens per second of training: evaluations are left out, so at least the wall clock's rate.
+        wall_clock_rate = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
+        assert row["tokens_per_s"] >= 0.999 * wall_clock_rate
         assert 0 < row["mfu"] < 1
 
 
@@ -399,3 +400,55 @@ def test_reduce_overhead_refuses_torchrun():
     cfg = load_config(TINY, ("train.compile=reduce-overhead",)).train
     with pytest.raises(UserError, match="one process"):
         training_module(GPT(small_config()), cfg, torch.device("cpu"), Ranks(rank=0, world=2))
+
+
+def test_the_precision_probe_times_the_whole_step_and_leaves_the_run_untouched(tiny_data, monkeypatch):
+    """train.dtype = "auto" times forward, backward and the optimizer's update (Muon's Newton-Schulz
+    in the precision being timed), on a copy: the model, its optimizers and torch's random state
+    stay as they were."""
+    import minitransformer.training.muon as muon_module
+    from minitransformer.training.data import Dataset
+    from minitransformer.training.setup import time_training_step
+
+    seen = []
+    real = muon_module.orthogonalize
+    monkeypatch.setattr(muon_module, "orthogonalize", lambda *args: seen.append(args[-1]) or real(*args))
+    cfg = load_config(TINY, ("train.optimizer=muon", "model.dropout=0.1")).train
+    dataset = Dataset(np.memmap(tiny_data / "train.bin", dtype=np.uint16, mode="r"),
+                      np.memmap(tiny_data / "val.bin", dtype=np.uint16, mode="r"), None)
+    model = GPT(small_config(vocab_size=65, dropout=0.1))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    for dtype in (torch.float32, torch.bfloat16):
+        assert time_training_step(model, cfg, dataset, torch.device("cpu"), dtype) > 0
+    assert set(seen) == {torch.float32, torch.bfloat16}  # each precision's step ran its Newton-Schulz in it
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_without_avx512_kernels_no_precision_is_bfloat16():
+    """PyTorch restricted to AVX2 kernels (as on most laptops) emulates bfloat16: whatever cpuinfo
+    says, the CPU counts as one without it, so training, Muon and decoding stay in float32."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from minitransformer.machine.device import cpu_computes_bf16; print(cpu_computes_bf16())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+def test_a_run_in_bfloat16_runs_newton_schulz_in_bfloat16_and_one_in_float32_in_float32(run_dir, monkeypatch):
+    import minitransformer.training.muon as muon_module
+
+    for dtype in ("float32", "bfloat16"):
+        seen = []
+        real = muon_module.orthogonalize
+        monkeypatch.setattr(muon_module, "orthogonalize", lambda *args: seen.append(args[-1]) or real(*args))
+        out = run_dir.parent / dtype
+        shutil.copytree(run_dir / "data", out / "data")
+        assert train_tiny(out, "--set", "train.optimizer=muon", "--set", f"train.dtype={dtype}",
+                          "--set", "train.max_steps=2") == 0
+        assert set(seen) == {getattr(torch, dtype)}
+        monkeypatch.setattr(muon_module, "orthogonalize", real)

@@ -25,6 +25,7 @@ INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C 
 def run_train(args: argparse.Namespace) -> int:
     from ..formats.checkpoint import read_run_config
     from ..training.run_folder import check_has_run
+    from ..training import budget
     from ..training.loop import train
 
     overrides = list(args.set)
@@ -44,8 +45,9 @@ def run_train(args: argparse.Namespace) -> int:
     except UserError as error:
         error.everywhere = True  # every torchrun process reads the same config
         raise
+    # A time budget is the command's wall clock: it counts from the process's start.
     result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
-                   remeasure=args.remeasure)
+                   remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
 
 

@@ -45,12 +45,20 @@ def choose_device(name: str) -> torch.device:
 
 
 def cpu_computes_bf16() -> bool:
-    """True on CPUs with bfloat16 instructions (AVX512-BF16 or AMX), read from Linux's cpuinfo."""
+    """True where this CPU computes bfloat16 natively *and* PyTorch runs its AVX-512 kernels.
+
+    The flags (AVX512-BF16 or AMX) come from Linux's cpuinfo. PyTorch may still run AVX2
+    kernels (ATEN_CPU_CAPABILITY=avx2, or an older build), which emulate bfloat16 slowly: on a
+    2-core AMD EPYC so restricted, a 2048x128 @ 128x512 product took 120 ms in bfloat16 against
+    1.4 ms in float32. Every precision choice on a CPU (training, Muon's Newton-Schulz, decoding)
+    starts from this one answer.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and kernels.startswith(("AVX512", "AMX"))
 
 
 # Where bfloat16 is native on a CPU, whether it is faster depends on the model: measured on a
@@ -183,19 +191,31 @@ def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, 
     return dtype
 
 
+# The peak is measured on square products from 256 wide, doubling while one takes under this
+# many seconds, up to the size below: a precision the CPU only emulates (bfloat16 without
+# AVX512-BF16, float16) stops small, instead of spending a minute on 2048 x 2048 products.
+PEAK_PROBE_S = 0.05
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+
+
 def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
     """Measured FLOP/s of a large matrix product in dtype on device (remembered per machine)."""
     key = f"{machine_key(device)}; matmul peak {str(dtype).removeprefix('torch.')}"
     peak = read_cache().get(key)
     if positive(peak):
         return float(peak)
-    n = 2048 if device.type == "cpu" else 8192
     # A generator of its own: drawing from torch's global one would change a training's dropout
     # masks depending on whether this was measured in the same process or read from the cache.
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
-    peak = 2 * n**3 / best_seconds(lambda: a @ b, device, repeats=3)
+    n, largest = 256, PEAK_SIZE.get(device.type, 2048)
+    while True:
+        a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+        b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+        seconds = best_seconds(lambda: a @ b, device, repeats=3)
+        if seconds >= PEAK_PROBE_S or n >= largest:
+            break
+        n *= 2
+    peak = 2 * n**3 / seconds
     remember(key, peak)
     return peak
 

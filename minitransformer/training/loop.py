@@ -50,6 +50,8 @@ from .memory import flops_per_token
 from ..model import GPT
 from .optim import lr_at, set_learning_rate
 from ..machine.files import clean_leftovers
+from . import budget
+from .budget import Clock, evaluation_due, forecast, position
 from .run_folder import RunLock, append_metrics, make_run_folder
 from .setup import Run, restore_run, start_run
 
@@ -148,7 +150,7 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
         row = {"step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
                "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3),
                "tokens": state.step * tokens_per_step(run)}
-        steps, seconds = state.step - run.logged[0], state.elapsed_s - run.logged[1]
+        steps, seconds = state.step - run.logged[0], run.train_s - run.logged[1]
         if steps > 0 and seconds > 0:
             rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
             peak = matmul_peak(run.dtype, run.device) * run.ranks.world
@@ -158,7 +160,7 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
         if new_best:
             save_run(run, "best")
         save_run(run, "last")
-    run.logged = (state.step, state.elapsed_s)  # on every rank: evaluation_due must agree across ranks
+    run.logged = (state.step, run.train_s)
     return losses
 
 
@@ -181,9 +183,10 @@ def train_step(run: Run) -> torch.Tensor:
         torch.compiler.cudagraph_mark_step_begin()
     # Warm-up ends: the cosine starts here. ">=", not "==": a run resumed with a shorter warm-up
     # than the step it stands at is past its warm-up at once.
+    where = position(run.clock, state.step, state.elapsed_s, state.schedule.unit)
     if state.step >= cfg.warmup_steps and state.schedule.decay_start is None:
-        state.schedule.decay_start = state.now(state.schedule.unit)
-    set_learning_rate(run.optimizers, lr_at(state.step, state.now(state.schedule.unit), state.schedule, cfg))
+        state.schedule.decay_start = where
+    set_learning_rate(run.optimizers, lr_at(state.step, where, state.schedule, cfg))
     total = torch.zeros((), device=run.device)
     for micro in range(cfg.grad_accum):
         x, y = get_batch(run.dataset.train, cfg.batch_size, model.config.block_size, run.batch_generator, run.device,
@@ -303,7 +306,7 @@ def describe(run: Run) -> str:
 
 def train(config: RunConfig, resume: bool = False, pause_after: int | None = None, quiet: bool = False,
           init_from: str | None = None, remeasure: bool = False, progress_bar: str | None = None,
-          resume_hint=None) -> dict:
+          resume_hint=None, started: float | None = None) -> dict:
     """Train as `config` says; returns the step reached, the last evaluation's losses, why it
     stopped, and the model (its weights are those saved in `last/`) with its tokenizer.
 
@@ -313,7 +316,10 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     that train.dtype = "auto" picks again, instead of taking the remembered verdict. progress_bar:
     None shows the bar on a terminal only; "auto" also in Jupyter (tqdm.auto), as training/api.py asks.
     resume_hint(out_dir): how to resume, in the caller's terms (default: the command line).
+    started: when the command began, on budget.now()'s clock (the command line passes its process's
+    start); a time budget counts from there. Default: now.
     """
+    started = budget.now() if started is None else started
     cfg = config.train
     if pause_after is not None and pause_after < 1:
         raise UserError(f"--pause-after must be at least 1 step, got {pause_after}")
@@ -340,6 +346,7 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
             run = restore_run(config, out_dir, device, say, ranks, progress, remeasure) if resume else \
                 start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)
             run.lock = lock
+            run.clock = Clock(started, run.state.elapsed_s)
             say(describe(run))
             # disable=None: no bar when stderr is not a terminal (a log file, a pipe); "auto" picks
             # Jupyter's widget in a notebook, the text bar elsewhere.
@@ -365,24 +372,16 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
             verb = "interrupted" if result["stopped_by"] == "interrupt" else "paused"
             say(f"{verb} at step {state.step}; saved {out_dir / 'last'}. "
                 f"Resume with: {how_to_resume}")
-        elif cfg.sample_tokens > 0 and not quiet:
-            print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed, say)
+        else:
+            if cfg.sample_tokens > 0 and not quiet:
+                print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed, say)
+            note = budget.shortfall(state.step - result["first_step"], cfg.tuned_steps, cfg.time_budget_s)
+            if note is not None and not resume:
+                say(note)
         finished = True
         return result
     finally:
         stop_distributed(finished)
-
-
-# A run on a time budget also evaluates whenever this fraction of the budget has passed since the
-# last evaluation, so that a slow or busy machine still draws a curve, whatever its step rate.
-EVAL_BUDGET_FRACTION = 0.1
-
-
-def evaluation_due(run: Run) -> bool:
-    """True when a time-budgeted run has trained EVAL_BUDGET_FRACTION of its budget since the last row
-    (rank 0's clock, shared by every rank, decides)."""
-    budget = run.config.train.time_budget_s
-    return budget > 0 and run.state.elapsed_s - run.logged[1] >= EVAL_BUDGET_FRACTION * budget
 
 
 def resume_command(out_dir: Path, ranks: Ranks) -> str:
@@ -391,9 +390,9 @@ def resume_command(out_dir: Path, ranks: Ranks) -> str:
 
 
 def progress_of(run: Run) -> float:
-    """The fraction of the run done, by steps or by seconds of training."""
-    schedule = run.state.schedule
-    return min(run.state.now(schedule.unit) / schedule.end, 1.0)
+    """The fraction of the run done, by steps or by the wall clock (with what finishing will cost)."""
+    state = run.state
+    return min(position(run.clock, state.step, state.elapsed_s, state.schedule.unit) / state.schedule.end, 1.0)
 
 
 # Seconds between progress reports (the bar's loss and speed), each of which waits for the GPU.
@@ -401,47 +400,67 @@ REPORT_S = 1.0
 
 
 def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
-    """The training loop itself: evaluate and save every eval_interval steps, step, repeat."""
-    cfg, state = run.config.train, run.state
+    """The training loop itself: evaluate and save when due (budget.py), step, repeat."""
+    cfg, state, clock = run.config.train, run.state, run.clock
     start_step = state.step
     saved_step = state.step if resume else None  # the step that last/ holds
     stopped_by, losses = None, None
     read_every_step = reads_every_step(run)
-    reported = (time.perf_counter(), state.step, state.elapsed_s)
+    reported = (time.perf_counter(), state.step, run.train_s)
+    if resume:  # a resumed run's first step was evaluated before the run stopped
+        clock.evaluated(0.0, state.elapsed_s)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
-            if state.now(state.schedule.unit) >= state.schedule.end:
+            state.elapsed_s = run.ranks.from_main(clock.elapsed())  # rank 0's clock decides, for all
+            if position(clock, step, state.elapsed_s, state.schedule.unit) >= state.schedule.end:
                 break
-            # A resumed run's first step was evaluated before the run stopped.
-            if (step % cfg.eval_interval == 0 or evaluation_due(run)) and not (resume and step == start_step):
-                finish_queued_steps(run)
-                losses = evaluate_and_save(run, saved_step)
+            if not (resume and step == start_step) and \
+                    evaluation_due(clock, step, state.elapsed_s, cfg.eval_interval, cfg.time_budget_s):
+                losses = timed_evaluation(run, saved_step)
                 saved_step = step
+            elif cfg.time_budget_s > 0:
+                line = forecast(clock, step, state.elapsed_s, state.schedule.end)
+                if line is not None:
+                    run.say(line)
             # A Ctrl-C seen by any rank, or rank 0's stdout closed, stops them all here, together.
             interrupted = run.ranks.any(stop.requested or run.say.closed)
             if interrupted or (pause_after is not None and step - start_step >= pause_after):
                 stopped_by = ("output closed" if run.say.closed else "interrupt") if interrupted else "pause"
                 break
-            started = time.perf_counter()
+            started, before = time.perf_counter(), clock.elapsed()
             loss = train_step(run)
             # On a GPU this is the time to queue the step; once the queue is full the host waits
-            # for the GPU, so over many steps it adds up to the GPU's time (finish_queued_steps
-            # adds what is still queued before anything else is timed).
-            seconds = run.ranks.from_main(time.perf_counter() - started)  # rank 0's clock decides
+            # for the GPU, so over many steps it adds up to the GPU's time (tokens per second).
+            run.train_s += time.perf_counter() - started
+            clock.step_s = clock.elapsed() - before
             state.step = step + 1
-            state.elapsed_s += seconds
             check_folder(run)
             if read_every_step or time.perf_counter() - reported[0] >= REPORT_S:
                 check_finite(run, saved_step)
                 reported = report(run, bar, loss, reported)
-        finish_queued_steps(run)
+        synchronize(run.device)
+        state.elapsed_s = run.ranks.from_main(clock.elapsed())
         if stopped_by is None:
             losses = evaluate_and_save(run, saved_step)
         elif saved_step != state.step and run.ranks.main:
             check_finite(run, saved_step)
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
-            "tokenizer": run.dataset.tokenizer}
+            "tokenizer": run.dataset.tokenizer, "first_step": start_step}
+
+
+def timed_evaluation(run: Run, saved_step: int | None) -> dict[str, float]:
+    """evaluate_and_save, its seconds noted on the run's clock (rank 0's, for every rank); after
+    the first, the final sample's seconds are predicted too (budget.py reserves them)."""
+    synchronize(run.device)  # what the GPU still has queued is training, not evaluation
+    begun = run.ranks.from_main(run.clock.elapsed())
+    run.state.elapsed_s = begun
+    losses = evaluate_and_save(run, saved_step)
+    if run.clock.evaluations == 0 and run.config.train.time_budget_s > 0:
+        run.clock.sample_s = sample_seconds(run)
+    ended = run.ranks.from_main(run.clock.elapsed())
+    run.clock.evaluated(ended - begun, ended)
+    return losses
 
 
 def reads_every_step(run: Run) -> bool:
@@ -450,33 +469,46 @@ def reads_every_step(run: Run) -> bool:
     return run.device.type != "cuda" or run.ranks.world > 1
 
 
-def finish_queued_steps(run: Run) -> None:
-    """Wait for the steps the GPU still has queued, counting the wait as training time."""
-    started = time.perf_counter()
-    synchronize(run.device)
-    run.state.elapsed_s += run.ranks.from_main(time.perf_counter() - started)
-
-
 def report(run: Run, bar: tqdm, loss: torch.Tensor, reported: tuple[float, int, float]) -> tuple[float, int, float]:
     """Show the step, loss, learning rate and speed since the last report on the progress bar;
     returns what the next report counts from."""
     state = run.state
-    steps, seconds = state.step - reported[1], state.elapsed_s - reported[2]
+    steps, seconds = state.step - reported[1], run.train_s - reported[2]
     speed = f", {steps * tokens_per_step(run) / seconds / 1000:.1f}k tok/s" if seconds > 0 else ""
     bar.set_postfix_str(f"step {state.step}, loss {loss.item():.3f}, lr {run.optimizers[-1].param_groups[0]['lr']:.2e}"
                         f"{speed}", refresh=False)
     bar.update(round(100 * progress_of(run)) - bar.n)
-    return time.perf_counter(), state.step, state.elapsed_s
+    return time.perf_counter(), state.step, run.train_s
 
 
-def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int, say=print) -> None:
-    """Print a short sample from the model, starting from a newline, or from the corpus's first
-    token when the vocabulary has no newline."""
+def sample_start(dataset: Dataset, device: torch.device) -> torch.Tensor:
+    """(1, 1): a newline, or the corpus's first token when the vocabulary has no newline."""
     try:
         first = dataset.tokenizer.encode("\n")[:1]
     except UserError:
         first = []
-    start = torch.tensor([first or [int(np.asarray(dataset.train[0]))]], device=device)  # (1, 1)
+    return torch.tensor([first or [int(np.asarray(dataset.train[0]))]], device=device)  # (1, 1)
+
+
+def print_sample(model: GPT, dataset: Dataset, n_tokens: int, device: torch.device, seed: int, say=print) -> None:
+    """Print a short sample from the model, starting from a newline (sample_start)."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, start, n_tokens, temperature=0.8, top_k=None, generator=generator)
+    out = generate(model, sample_start(dataset, device), n_tokens, temperature=0.8, top_k=None, generator=generator)
     say("sample:\n" + dataset.tokenizer.decode(out[0].tolist()))
+
+
+# Tokens generated to predict what the final sample will cost.
+SAMPLE_PROBE_TOKENS = 8
+
+
+def sample_seconds(run: Run) -> float:
+    """Predicted seconds of the final sample: SAMPLE_PROBE_TOKENS tokens timed, scaled up (a
+    generator of its own, so no random state of the run moves)."""
+    tokens = run.config.train.sample_tokens
+    if tokens == 0:
+        return 0.0
+    generator = torch.Generator(device=run.device).manual_seed(0)
+    begun = time.perf_counter()
+    generate(run.model, sample_start(run.dataset, run.device), SAMPLE_PROBE_TOKENS, temperature=0.8, generator=generator)
+    synchronize(run.device)
+    return (time.perf_counter() - begun) * tokens / SAMPLE_PROBE_TOKENS

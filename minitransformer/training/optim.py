@@ -1,6 +1,7 @@
 """Optimizers and the learning-rate schedule.
 
 - `make_optimizers`: AdamW, or Muon (muon.py) for the blocks' matrices with AdamW for everything else.
+- `set_compute_dtype`: Muon's Newton-Schulz in the run's precision.
 - `load_optimizer_state`: restore a saved optimizer, then re-apply the config's hyperparameters.
 - `Schedule` and `lr_at`: linear warm-up, then a cosine from the peak down to `min_lr_ratio`.
 
@@ -57,6 +58,15 @@ def make_optimizers(model: nn.Module, train: TrainConfig) -> list[torch.optim.Op
         for group in optimizer.param_groups:
             group["peak_lr"] = group["lr"]
     return optimizers
+
+
+def set_compute_dtype(optimizers: list[torch.optim.Optimizer], dtype: torch.dtype) -> None:
+    """Muon's Newton-Schulz products follow the run's precision: bfloat16 when the run computes in
+    it (so it is native or measured faster here), else float32. float16 never: its range is too
+    small for the iteration's intermediate products."""
+    for optimizer in optimizers:
+        if isinstance(optimizer, Muon):
+            optimizer.ns_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -5,7 +5,8 @@
 - `start_run` makes a new run: fresh weights (or a pretrained model's, with `--init-from`),
   optimizers and random-number generators. `restore_run` continues the run in a folder from its
   `last/` checkpoint, under a config that may extend it.
-- `training_dtype` decides `train.dtype = "auto"` by timing this model's step in both precisions.
+- `training_dtype` decides `train.dtype = "auto"` by timing this model's whole step (optimizer
+  included) in both precisions; the answer also sets Muon's Newton-Schulz precision.
 
 Design choices:
 - Under torchrun, rank 0 prepares the data and checks the folder first (`run_data`); the other
@@ -17,6 +18,7 @@ Design choices:
   both random-number generators; the config's hyperparameters apply to the restored optimizer.
 """
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,12 +32,13 @@ from ..formats.checkpoint import (damaged, find_checkpoint, load_checkpoint, loa
 from ..config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
 from ..machine.device import autocast, best_seconds, choose_dtype
+from .budget import Clock, now
 from .distributed import Ranks
 from ..errors import UserError
 from ..formats.load import load_model
 from .memory import check_memory
 from ..model import GPT
-from .optim import Schedule, check_same_optimizer, load_optimizer_state, make_optimizers, resumed_schedule
+from .optim import Schedule, check_same_optimizer, load_optimizer_state, make_optimizers, resumed_schedule, set_compute_dtype
 from .run_folder import RunLock, check_has_run, check_no_run, keep_metrics_until
 
 @dataclass
@@ -44,11 +47,11 @@ class RunState:
 
     schedule: Schedule
     step: int = 0  # optimizer steps taken
-    elapsed_s: float = 0.0  # seconds spent in training steps (evaluations and saving excluded)
+    elapsed_s: float = 0.0  # the run's wall-clock seconds, every command's (start-up, evaluations included)
     best_val_loss: float = math.inf
 
     def now(self, unit: str) -> float:
-        """Where the run stands, in steps or in seconds of training."""
+        """Where the run stands, in steps or in wall-clock seconds."""
         return float(self.step) if unit == "steps" else self.elapsed_s
 
 
@@ -68,13 +71,16 @@ class Run:
     say: object = field(default=print)  # prints a line (through the progress bar while it shows)
     ranks: Ranks = field(default_factory=Ranks)  # this process among torchrun's (rank 0 of 1 without)
     trainer: nn.Module | None = None  # what the training step calls: the model, or DDP around it
-    logged: tuple[int, float] = (0, 0.0)  # (step, elapsed_s) at the last metrics row, for tokens/s
+    clock: Clock = field(default_factory=lambda: Clock(now()))  # the run's wall clock (budget.py)
+    train_s: float = 0.0  # seconds in training steps in this command (evaluations excluded), for tokens/s
+    logged: tuple[int, float] = (0, 0.0)  # (step, train_s) at the last metrics row, for tokens/s
     lock: RunLock | None = None  # the run folder's lock (rank 0 only), checked before every write
     scaler: torch.amp.GradScaler | None = None  # float16's loss scaler; a disabled one changes nothing
     # (step, loss, gradient norm) of the first step that was not finite, noted on the device (loop.py)
     nonfinite: torch.Tensor | None = None
 
     def __post_init__(self):
+        set_compute_dtype(self.optimizers, self.dtype)  # one precision for the whole step
         if self.trainer is None:
             self.trainer = training_module(self.model, self.config.train, self.device, self.ranks)
         if self.scaler is None:
@@ -222,7 +228,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         )
     if state.step >= cfg.max_steps or state.now(state.schedule.unit) >= state.schedule.end:
         raise UserError(
-            f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s of training); "
+            f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s); "
             "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
         )
     # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
@@ -233,7 +239,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
     if ranks.main:
         keep_metrics_until(out_dir / "metrics.jsonl", state.step, say)
     run = Run(config, out_dir, device, dtype, dataset, model, optimizers, batch_generator, state, say, ranks,
-              logged=(state.step, state.elapsed_s))
+              logged=(state.step, 0.0))
     if scaler_state is not None and run.scaler.is_enabled():
         run.scaler.load_state_dict(scaler_state)  # the loss scale it had reached, not 65536 again
     return run
@@ -283,25 +289,30 @@ def restore_generators(rng: dict, device: torch.device) -> torch.Generator:
 # The precisions a training computes in (train.dtype), as rank 0 tells the others.
 TRAINING_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Sequences in the batch that measures a training step's speed: enough to be representative,
-# few enough that measuring both precisions takes a second or two even for larger models.
-PROBE_BATCH = 4
 
+def time_training_step(model: GPT, cfg: TrainConfig, dataset: Dataset, device: torch.device, dtype: torch.dtype) -> float:
+    """Seconds of one whole training step of model on a real micro-batch (train.batch_size
+    sequences) in dtype: forward and backward under autocast, then the optimizer's update computed as the run
+    would compute it in dtype (Muon's Newton-Schulz included). The best of two, after a warm-up.
 
-def time_training_step(model: GPT, dataset: Dataset, device: torch.device, dtype: torch.dtype) -> float:
-    """Seconds of one forward and backward pass of model on a real batch of PROBE_BATCH sequences
-    in dtype (the best of two, after a warm-up). The weights are not updated, and torch's random
-    state is restored after."""
+    The step runs on a copy of the model with optimizers of its own, so the model and its
+    optimizers are untouched; torch's random state is restored after.
+    """
     rng = torch.get_rng_state()
-    x, y = get_batch(dataset.train, PROBE_BATCH, model.config.block_size, torch.Generator().manual_seed(0), device)
+    x, y = get_batch(dataset.train, cfg.batch_size, model.config.block_size, torch.Generator().manual_seed(0), device)
+    probe = copy.deepcopy(model)
+    optimizers = make_optimizers(probe, cfg)
+    set_compute_dtype(optimizers, dtype)
 
     def step() -> None:
         with autocast(device, dtype):
-            _, loss = model(x, y)
+            _, loss = probe(x, y)
         loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     best = best_seconds(step, device)
-    model.zero_grad(set_to_none=True)
     torch.set_rng_state(rng)
     return best
 
@@ -312,10 +323,10 @@ def training_dtype(cfg: TrainConfig, device: torch.device, model: GPT, dataset: 
     choice and its reason said. Under torchrun rank 0 measures and every rank takes its answer."""
     m = model.config
     what = (f"training {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
-            f"vocab {m.vocab_size}, {m.position}, {m.attention}")
+            f"vocab {m.vocab_size}, {m.position}, {m.attention}, {cfg.optimizer} step")
     choice = 0.0
     if ranks.main:
-        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, dataset, device, dt),
+        dtype = choose_dtype(cfg.dtype, device, what, lambda dt: time_training_step(model, cfg, dataset, device, dt),
                              say, remeasure, float16_fallback=True)
         choice = float(TRAINING_DTYPES.index(dtype))
     return TRAINING_DTYPES[int(ranks.from_main(choice))]
