@@ -73,6 +73,18 @@ def attention_mask(
     return mask[:, None]  # (B, 1, T, S): the same for every head
 
 
+def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, C) -> (B, H, T, D): each head gets its own D = C // H slice of every position."""
+    B, T, C = x.shape
+    return x.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (B, T, C): the heads' outputs side by side again, C = H * D."""
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H, D) -> (B, T, C)
+
+
 def cached_attention_backends(device: torch.device):
     """The fused kernels to allow when attending over a cache (a key length that grows every step).
 
@@ -125,6 +137,11 @@ class CausalSelfAttention(nn.Module):
     `c_proj` mixes the heads' outputs back into the residual stream (C -> C).
     """
 
+    # True sends every attention module down the written-out path, whatever its config says:
+    # practice.use sets it while a learner's functions stand in for ours (PyTorch's fused kernel
+    # would never call them).
+    written_out = False
+
     def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
         self.layer = layer  # which slot of a KVCache this module reads and writes
@@ -145,11 +162,10 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        H, D = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        q = split_heads(q, self.n_head)  # (B, H, T, D)
+        k = split_heads(k, self.n_head)  # (B, H, T, D)
+        v = split_heads(v, self.n_head)  # (B, H, T, D)
         if rope is not None:
             q = apply_rotary(q, *rope)
             k = apply_rotary(k, *rope)
@@ -160,7 +176,7 @@ class CausalSelfAttention(nn.Module):
             mask = attention_mask(T, causal=self.causal, device=x.device)
         q, k, v = self.tap("q", q), self.tap("k", k), self.tap("v", v)
         dropout_p = self.dropout if self.training else 0.0
-        if self.impl == "manual" or x.device.type == "cpu" and T == 1 and (mask is not None or B > 1):
+        if self.impl == "manual" or self.written_out or x.device.type == "cpu" and T == 1 and (mask is not None or B > 1):
             # On a CPU, one query per row over the cache, for a batch or with a padding mask: two
             # small matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
             # 150 keys: 290 us against 83 us on a 2-core AMD EPYC); for a single row without a
@@ -174,5 +190,5 @@ class CausalSelfAttention(nn.Module):
         else:
             with cached_attention_backends(x.device):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
-        out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
+        out = merge_heads(out)  # (B, H, T, D) -> (B, T, C): heads side by side
         return self.tap("out", self.resid_dropout(self.c_proj(out)))  # (B, T, C)

@@ -44,16 +44,16 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
         raise UserError(f"top_p must be in (0, 1], got {top_p}")
 
 
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> torch.Tensor:
-    """Choose one token per row from logits (B, V); returns (B, 1) token ids."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    """The distribution the next token is drawn from: logits (B, V) -> probabilities (B, V).
+
+    Divide by the temperature (> 0), keep the top_k largest logits, softmax, then keep the
+    smallest set of most likely tokens whose probabilities reach top_p (the token that crosses
+    top_p stays in). Dropped tokens get probability 0; the rest keep their values (the draw
+    renormalises).
+    """
     # Subtracting each row's maximum first changes no probability, but keeps a tiny temperature
     # (1e-40) from overflowing: the best token scores 0 and every other -inf, which is greedy.
     logits = logits.float()
@@ -71,7 +71,20 @@ def sample_next(
         drop[:, 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
-    return draw(probs, generator)  # (B, 1)
+    return probs
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose one token per row from logits (B, V); returns (B, 1) token ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    return draw(next_token_probs(logits, temperature, top_k, top_p), generator)  # (B, 1)
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

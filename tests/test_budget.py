@@ -40,6 +40,7 @@ def fake_clock(monkeypatch, tick: float, eval_s: float = 0.0) -> FakeClock:
     """Run training on a fake clock: each training step costs tick seconds of it, each evaluation eval_s."""
     clock = FakeClock()
     monkeypatch.setattr(budget, "now", clock)
+    monkeypatch.setattr(budget, "EXIT_S", 0.0)  # budgets of a second or two here: no exit to allow for
     real_evaluate, real_step = loop.evaluate, loop.train_step
 
     def costly_step(*args, **kwargs):
@@ -91,26 +92,32 @@ def test_the_whole_command_fits_the_budget_and_the_schedule_ends_with_it(out, mo
 def test_the_first_evaluation_is_due_then_every_interval_without_a_budget():
     clock = Clock(0.0)
     assert evaluation_due(clock, 7, 0.0, 5, 0.0)
-    clock.evaluated(100.0, 100.0)  # a costly evaluation changes nothing without a budget
+    clock.evaluated(100.0, 100.0, 7)  # a costly evaluation changes nothing without a budget
     assert [step for step in range(1, 21) if evaluation_due(clock, step, 200.0, 5, 0.0)] == [5, 10, 15, 20]
 
 
 def test_on_a_budget_the_evaluations_share_decides():
     clock = Clock(0.0)
-    clock.evaluated(2.0, 2.0)
+    clock.evaluated(2.0, 2.0, 0)
     # A tenth of a 100 s budget has passed since, but 2 s + 2 s of evaluation is over a tenth of 12 s.
     assert not evaluation_due(clock, 3, 12.0, 10**6, 100.0)
     assert evaluation_due(clock, 3, 38.0, 10**6, 100.0)  # 4 s within a tenth of 40 s
     assert not evaluation_due(clock, 3, 5.0, 10**6, 100.0)  # not due: 3 s since the last
+    # eval_interval counts from the last evaluation, not from step 0, so the two rules never
+    # bring evaluations a few steps apart.
+    clock.evaluated(0.1, 40.0, 427)
+    assert not evaluation_due(clock, 500, 45.0, 500, 100.0)
+    assert evaluation_due(clock, 927, 45.0, 500, 100.0)
 
 
 def test_the_forecast_counts_the_steps_left_in_the_budget():
     clock = Clock(0.0)
-    clock.evaluated(1.0, 10.0)
+    clock.evaluated(1.0, 10.0, 0)
     assert forecast(clock, 0, 10.0, 100.0) is None  # timing starts
     assert forecast(clock, 5, 10.5, 100.0) is None
-    line = forecast(clock, 10, 11.0, 100.0)  # 100 ms a step, 89 s - 1.25 s of finishing left, 90% of it training
-    assert "100 ms a step" in line and f"about {10 + round((89 - 1.25) * 0.9 / 0.1):,} steps" in line
+    line = forecast(clock, 10, 11.0, 100.0)  # 100 ms a step, 89 s less finishing left, 90% of it training
+    finishing = 1.25 * 1.0 + budget.EXIT_S
+    assert "100 ms a step" in line and f"about {10 + round((89 - finishing) * 0.9 / 0.1):,} steps" in line
     assert forecast(clock, 11, 11.1, 100.0) is None  # said once
 
 

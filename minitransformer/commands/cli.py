@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 from .. import __version__
@@ -25,6 +26,7 @@ INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C 
 def run_train(args: argparse.Namespace) -> int:
     from ..formats.checkpoint import read_run_config
     from ..training.run_folder import check_has_run
+    from ..practice.workspace import use as practice_use
     from ..training import budget
     from ..training.loop import train
 
@@ -45,10 +47,22 @@ def run_train(args: argparse.Namespace) -> int:
     except UserError as error:
         error.everywhere = True  # every torchrun process reads the same config
         raise
+    pieces = {}
+    if args.practice:
+        from .practice_command import written_pieces
+
+        pieces = written_pieces(Path(args.practice))
     # A time budget is the command's wall clock: it counts from the process's start.
-    result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
-                   remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
+    with practice_use(**pieces) if args.practice else nullcontext():
+        result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
+                       remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
+
+
+def run_practice(args: argparse.Namespace) -> int:
+    from .practice_command import practice
+
+    return practice(args.action, args.names, args.dir)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -141,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune: start from this checkpoint, run or Hugging Face GPT-2 folder's model")
     train.add_argument("--remeasure", action="store_true",
                        help="measure again which precision train.dtype = \"auto\" picks, instead of the remembered verdict")
+    train.add_argument("--practice", metavar="DIR",
+                       help="train with your own pieces from DIR (minitransformer practice): every one you have written "
+                            "stands in for ours; attention runs on the written-out path, so steps are slower")
     train.set_defaults(run=run_train)
 
     sample = commands.add_parser("sample", help="write text from a trained model")
@@ -190,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--png", metavar="FILE", help="also draw the layers x heads grid (needs matplotlib)")
     heads.add_argument("--device", default="cpu", metavar="D")
     heads.set_defaults(run=run_heads)
+
+    practicing = commands.add_parser("practice", help="write the GPT's pieces yourself: exercises, checks, your "
+                                     "functions inside a trained model")
+    practicing.add_argument("action", nargs="?", choices=["start", "check", "hint", "solution", "run"],
+                            help="start [DIR]: write the stubs; check [NAME ...]; hint NAME; solution NAME; run: your "
+                                 "pieces in the shipped model (none: list the exercises and your progress)")
+    practicing.add_argument("names", nargs="*", metavar="NAME", help="exercise names (or the folder, for start)")
+    practicing.add_argument("--dir", default="practice", metavar="DIR", help="your exercise files (default: practice)")
+    practicing.set_defaults(run=run_practice)
 
     importer = commands.add_parser("import-gpt2", help="turn a Hugging Face GPT-2 folder (or hub name) into a checkpoint")
     importer.add_argument("source", metavar="SOURCE",

@@ -172,7 +172,8 @@ def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, 
     """
     if name in ("float32", "bfloat16", "float16"):
         return getattr(torch, name)
-    dtype, reason = torch.float32, "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)"
+    dtype, reason = torch.float32, ("this CPU has no bfloat16 instructions that PyTorch runs (AVX512-BF16 or AMX), so "
+                                    "bfloat16 would be emulated, many times slower")
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         dtype = torch.bfloat16 if native else torch.float16 if float16_fallback else torch.float32

@@ -37,8 +37,10 @@ FORECAST_STEPS = 10
 # A run that gets fewer than this share of the steps its config was tuned for says so at the end.
 SHORT_RUN = 0.6
 # What finishing costs is predicted this much larger than measured: a busy machine can be slower
-# at the end than at the evaluation it was measured on.
+# at the end than at the evaluation it was measured on ...
 FINISH_MARGIN = 1.25
+# ... plus the program's exit after the sample (PyTorch's teardown: 0.3 to 0.7 s measured here).
+EXIT_S = 1.0
 
 
 def now() -> float:
@@ -70,6 +72,7 @@ class Clock:
     evaluations: int = 0
     last_eval_s: float = 0.0  # the latest evaluation's seconds (with its save)
     last_eval_at: float = -math.inf  # the run's seconds when it ended
+    last_eval_step: int = 0
     sample_s: float = 0.0  # predicted seconds of the final sample
     step_s: float = 0.0  # the latest training step's seconds
     steps_timed: tuple[int, float] | None = None  # (step, seconds) where step timing began
@@ -79,11 +82,12 @@ class Clock:
         return self.base_s + now() - self.started
 
     def finish_s(self) -> float:
-        """Predicted seconds of what follows the last step: a final evaluation, save and sample."""
-        return FINISH_MARGIN * (self.last_eval_s + self.sample_s)
+        """Predicted seconds of what follows the last step: a final evaluation, save and sample, the exit."""
+        return FINISH_MARGIN * (self.last_eval_s + self.sample_s) + EXIT_S
 
-    def evaluated(self, seconds: float, elapsed: float) -> None:
-        """Note an evaluation (with its save) that took `seconds` and ended at `elapsed`."""
+    def evaluated(self, seconds: float, elapsed: float, step: int) -> None:
+        """Note an evaluation (with its save) at `step` that took `seconds` and ended at `elapsed`."""
+        self.last_eval_step = step
         self.eval_s += seconds
         self.evaluations += 1
         self.last_eval_s = seconds
@@ -98,15 +102,15 @@ def position(clock: Clock, step: int, elapsed: float, unit: str) -> float:
 
 
 def evaluation_due(clock: Clock, step: int, elapsed: float, eval_interval: int, budget_s: float) -> bool:
-    """Whether to evaluate before this step: every eval_interval steps, and on a budget whenever
-    EVAL_EVERY of it has passed since the last evaluation; on a budget never so often that
+    """Whether to evaluate before this step. Without a budget: every eval_interval steps (step 0,
+    eval_interval, 2 x eval_interval, ...). On a budget: when eval_interval steps or EVAL_EVERY of the
+    budget have passed since the last evaluation, whichever comes first, but never so often that
     evaluations would take more than EVAL_SHARE of the wall clock. The first is always due."""
     if clock.evaluations == 0:
         return True
-    regular = step % eval_interval == 0
     if budget_s <= 0:
-        return regular
-    regular = regular or elapsed - clock.last_eval_at >= EVAL_EVERY * budget_s
+        return step % eval_interval == 0
+    regular = step - clock.last_eval_step >= eval_interval or elapsed - clock.last_eval_at >= EVAL_EVERY * budget_s
     return regular and clock.eval_s + clock.last_eval_s <= EVAL_SHARE * (elapsed + clock.last_eval_s)
 
 

@@ -408,7 +408,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     read_every_step = reads_every_step(run)
     reported = (time.perf_counter(), state.step, run.train_s)
     if resume:  # a resumed run's first step was evaluated before the run stopped
-        clock.evaluated(0.0, state.elapsed_s)
+        clock.evaluated(0.0, state.elapsed_s, state.step)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
             state.elapsed_s = run.ranks.from_main(clock.elapsed())  # rank 0's clock decides, for all
@@ -459,7 +459,7 @@ def timed_evaluation(run: Run, saved_step: int | None) -> dict[str, float]:
     if run.clock.evaluations == 0 and run.config.train.time_budget_s > 0:
         run.clock.sample_s = sample_seconds(run)
     ended = run.ranks.from_main(run.clock.elapsed())
-    run.clock.evaluated(ended - begun, ended)
+    run.clock.evaluated(ended - begun, ended, run.state.step)
     return losses
 
 
