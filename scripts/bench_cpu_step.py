@@ -1,7 +1,7 @@
 """Where a training step's time goes on this CPU, and how many steps a time budget buys.
 
 python scripts/bench_cpu_step.py [--config configs/shakespeare_char.toml] [--set KEY=VALUE ...]
-                                 [--dtypes float32,bfloat16] [--steps 8] [--budget 270]
+                                 [--dtypes float32,bfloat16] [--steps 8] [--budget 285]
 
 For each optimizer (AdamW, Muon) and precision, the real training step of the config's model
 (`train_step`'s pieces: forward with autocast, backward, clipping, optimizer) is timed piece by
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--optimizers", default="adamw,muon")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=270.0)
+    parser.add_argument("--budget", type=float, default=285.0)
     args = parser.parse_args()
     config = load_config(args.config, tuple(args.overrides))
     cfg = config.train

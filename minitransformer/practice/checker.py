@@ -41,6 +41,9 @@ class Report:
             return f"{self.name}: passed ({self.details})"
         return f"{self.name}: FAILED ({self.failed})\n" + "\n".join("  " + line for line in self.details.splitlines())
 
+    def __repr__(self) -> str:  # a notebook's plain-text view shows the words too
+        return str(self)
+
     def _repr_html_(self) -> str:
         colour = "#1a7f37" if self.passed else "#cf222e"
         head, _, rest = str(self).partition("\n")
