@@ -35,11 +35,12 @@ def test_without_the_causal_mask_the_loss_drops_below_the_baselines(run_dir):
 def test_a_learning_rate_far_too_high_sends_the_loss_above_where_it_started(run_dir):
     out = run_dir.parent / "high_lr"
     shutil.copytree(run_dir / "data", out / "data")
-    code = train_tiny(out, "--set", "train.max_steps=100", "--set", "train.eval_interval=100",
+    code = train_tiny(out, "--set", "train.max_steps=100", "--set", "train.eval_interval=10",
                       "--set", "train.learning_rate=10.0", "--set", "train.grad_clip=0")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    # It either diverged (exit 2, one line) or climbed far above the start (4.17, a uniform guess).
-    assert code == 2 or rows[-1]["train_loss"] > 2 * rows[0]["train_loss"]
+    # It either diverged (exit 2, one line) or climbed far above the start (4.17, a uniform guess)
+    # on its way: the peak's height and step depend on the CPU's kernels, the climb does not.
+    assert code == 2 or max(row["train_loss"] for row in rows) > 3 * rows[0]["train_loss"]
 
 
 def test_every_experiment_command_on_the_page_is_a_valid_config():

@@ -77,15 +77,16 @@ def cross_entropy_by_logsumexp(logits, targets):
     return (torch.logsumexp(logits, -1) - logits.gather(-1, targets[:, None])[:, 0]).mean()
 
 
-def merge_pair_by_while(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+def merge_pair_by_skipping(ids, pair, new_id):
+    out, skip = [], False
+    for first, second in zip(ids, [*ids[1:], None]):
+        if skip:
+            skip = False
+        elif (first, second) == pair:
             out.append(new_id)
-            i += 2
+            skip = True
         else:
-            out.append(ids[i])
-            i += 1
+            out.append(first)
     return out
 
 
@@ -95,7 +96,7 @@ def gelu_by_hand(x):
 
 ALTERNATIVES = {"softmax": softmax_by_hand, "attention": attention_with_einsum, "causal_mask": causal_mask_by_comparison,
                 "layer_norm": layer_norm_by_hand, "cross_entropy": cross_entropy_by_logsumexp,
-                "merge_pair": merge_pair_by_while, "gelu": gelu_by_hand,
+                "merge_pair": merge_pair_by_skipping, "gelu": gelu_by_hand,
                 "split_heads": lambda x, n_head: x.unflatten(-1, (n_head, -1)).permute(0, 2, 1, 3),
                 "merge_heads": lambda x: x.permute(0, 2, 1, 3).flatten(-2),
                 "kv_cache_update": lambda pk, pv, k, v: (torch.cat([pk, k], -2), torch.cat([pv, v], -2)),
