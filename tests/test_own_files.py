@@ -184,3 +184,85 @@ def test_replacing_a_folder_never_replaces_a_file_in_its_place(tmp_path):
     with pytest.raises(FileExistsError):
         write_folder_atomically(tmp_path / "last", lambda folder: (folder / "x").write_text("new"))
     assert (tmp_path / "last").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["last"]
+
+
+def test_an_old_copy_named_like_ours_survives_an_export(tiny_run, tmp_path):
+    """`.myexp.1.keep.mt-old` beside an export target: pid 1 runs, and no name decides a deletion."""
+    (tmp_path / "V").mkdir()
+    keep = tmp_path / "V" / ".myexp.1.keep.mt-old"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert main(["export-gpt2", str(tiny_run), "--out", str(tmp_path / "V" / "myexp")]) == 0
+    assert (tmp_path / "V" / "myexp" / "model.safetensors").is_file()
+    assert main(["import-gpt2", str(tmp_path / "V" / "myexp"), "--out", str(tmp_path / "V" / "back")]) == 0
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["last/notes.txt", "best/eval.txt", "best/hf/config.json"])
+def test_a_checkpoint_folder_holding_the_users_files_is_refused_before_training(tiny_run, tmp_path, capsys, where):
+    """Every save replaces last/ (and best/) whole: a file of the user's there is refused in one line
+    before anything is written, and stays."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    mine = run / where
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text("mine")
+    before = snapshot(run)
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    err = error_line(capsys)
+    assert where.split("/")[1] in err and "did not write" in err and "move" in err
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("name", ["run.lock", "metrics.jsonl", "last", "best", "data", "last/state.pt"])
+def test_a_symbolic_link_in_the_run_folder_is_refused_and_never_written_through(tiny_run, tmp_path, capsys, name):
+    run = copy_run(tiny_run, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = run / name
+    if target.is_dir():  # a folder of the user's elsewhere, linked in its place
+        shutil.move(target, tmp_path / "elsewhere")
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        if target.exists():
+            shutil.move(target, tmp_path / "elsewhere")
+        target.symlink_to(victim if name != "metrics.jsonl" else tmp_path / "outside.txt")  # dangling for metrics
+    outside = snapshot(tmp_path / "elsewhere") if (tmp_path / "elsewhere").is_dir() else None
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    err = error_line(capsys)
+    assert name.split("/")[-1] in err and ("symbolic link" in err or "did not write" in err)
+    assert victim.read_text() == "precious" and not (tmp_path / "outside.txt").exists()
+    assert outside is None or snapshot(tmp_path / "elsewhere") == outside
+
+
+def test_metrics_are_never_appended_through_a_link_made_while_training(tmp_path):
+    from minitransformer.training.run_folder import append_metrics
+
+    (tmp_path / "metrics.jsonl").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(OSError):
+        append_metrics(tmp_path / "metrics.jsonl", {"step": 0})
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_written_files_keep_their_mode_or_get_the_umasks(run_dir):
+    """mkstemp makes 0600 files: a rewritten file keeps its mode, a new one gets 0666 less the umask."""
+    from minitransformer.machine.files import write_atomically, write_folder_atomically
+
+    old_mask = os.umask(0o022)
+    try:
+        existing = run_dir / "page.txt"
+        existing.write_text("x")
+        existing.chmod(0o644)
+        write_atomically(existing, lambda temp: temp.write_text("y"))
+        assert existing.stat().st_mode & 0o777 == 0o644
+        existing.chmod(0o640)
+        write_atomically(existing, lambda temp: temp.write_text("z"))
+        assert existing.stat().st_mode & 0o777 == 0o640
+        write_atomically(run_dir / "new.txt", lambda temp: temp.write_text("n"))
+        assert (run_dir / "new.txt").stat().st_mode & 0o777 == 0o644
+        write_folder_atomically(run_dir / "folder", lambda temp: (temp / "f").write_text("f"))
+        assert (run_dir / "folder").stat().st_mode & 0o777 == 0o755
+        assert train_tiny(run_dir, "--set", "train.max_steps=2") == 0
+        assert (run_dir / "last").stat().st_mode & 0o777 == 0o755
+        assert (run_dir / "last" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old_mask)

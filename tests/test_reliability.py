@@ -76,23 +76,31 @@ def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
         pass
 
 
-def test_leftovers_of_dead_processes_are_cleaned_and_nothing_else(tiny_run, tmp_path):
-    """Temporaries bear the writing process's id; those of processes that no longer run go. Names
-    a user might give their own files (`X.tmp`, `X.old`) are never touched."""
+def test_names_that_look_like_ours_are_never_deleted_only_named(tiny_run, tmp_path, capsys):
+    """A temporary's name says which process made it, but a user's file can bear such a name too
+    (`.notes.99999.abc.mt-tmp`): no name decides a deletion. Leftovers of processes that no longer
+    run are named in a note and left; names like `X.tmp` or `X.old` are not even named."""
     run = copy_run(tiny_run, tmp_path / "run")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (run / f".last.{gone.pid}.k2j4h5g6.mt-tmp").mkdir()
     (run / f".last.{gone.pid}.k2j4h5g6.mt-tmp" / "model.safetensors").write_bytes(b"half")
-    (run / f".metrics.jsonl.{gone.pid}.a1b2c3d4.mt-tmp").write_text("{")
-    alive = run / f".best.{os.getppid()}.a1b2c3d4.mt-tmp"  # a running process's: not ours to delete
+    (run / f".notes.{gone.pid}.abc.mt-tmp").write_text("my notes")
+    (run / f".cfg.{gone.pid}.zz.mt-tmp").mkdir()
+    (run / f".cfg.{gone.pid}.zz.mt-tmp" / "keep.txt").write_text("mine")
+    alive = run / f".best.{os.getppid()}.a1b2c3d4.mt-tmp"  # a running process's
     alive.mkdir()
     users = [run / "last.tmp", run / "draft.tmp", run / "best.old", run / "notes.old", run / "data.tmp"]
     for path in users:
         path.write_text("mine")
+    before = {path.name for path in run.iterdir()}
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=45"]) == 0
-    assert not list(run.glob(f"*.{gone.pid}.*")) and alive.is_dir()
+    assert before <= {path.name for path in run.iterdir()} and alive.is_dir()
+    assert (run / f".notes.{gone.pid}.abc.mt-tmp").read_text() == "my notes"
+    assert (run / f".cfg.{gone.pid}.zz.mt-tmp" / "keep.txt").read_text() == "mine"
     assert all(path.read_text() == "mine" for path in users)
+    note = capsys.readouterr().out
+    assert f".cfg.{gone.pid}.zz.mt-tmp" in note and "left alone" in note and "last.tmp" not in note
 
 
 def test_checkpoint_files_are_fsynced_before_the_rename(run_dir, monkeypatch):

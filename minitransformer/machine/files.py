@@ -14,9 +14,13 @@ Design choices:
 - Replacing a folder takes two renames: the current one moves aside to `.NAME.PID.RANDOM.mt-old`,
   then the new one takes its name. A crash between them leaves the previous folder complete under
   that name, where `previous_copies` finds it (checkpoint loading falls back on it).
-- Only names of that shape are ever cleaned up: a leftover temporary of a process that is no
-  longer running, or an old copy once its replacement is in place. If writing fails (a full
-  disk, Ctrl-C), the temporary is removed and the error goes on up: the previous version stays.
+- What may be deleted is decided by an exact record, never by a name's shape: a call deletes only
+  the temporary it made itself (when writing fails: a full disk, Ctrl-C) and the old copy it moved
+  aside itself (once its replacement is in place). A file of the user's that merely looks like
+  ours (`.notes.99999.abc.mt-tmp`) is never touched; neither is a crash's leftover, which no
+  running process made: `leftovers` lists those, and training names them for the user to delete.
+- A temporary file or folder gets the mode the final one would get (an existing file's mode,
+  else 0666 or 0777 less the umask), not tempfile's private 0600 and 0700.
 """
 
 import errno
@@ -83,6 +87,21 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def creation_mode(base: int) -> int:
+    """base (0o666 for a file, 0o777 for a folder) less the process's umask, as open() would make it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def mode_for(path: Path, base: int) -> int:
+    """The mode a file written at path gets: the existing one's, or a new file's."""
+    try:
+        return path.stat().st_mode & 0o7777 if path.exists() and not path.is_symlink() else creation_mode(base)
+    except OSError:
+        return creation_mode(base)
+
+
 def own_leftovers(folder: Path, kind: str, name: str | None = None) -> Iterator[Path]:
     """Entries of folder named by this module (of kind TEMPORARY or PREVIOUS, for `name` if given)."""
     try:
@@ -95,12 +114,12 @@ def own_leftovers(folder: Path, kind: str, name: str | None = None) -> Iterator[
             yield path
 
 
-def clean_leftovers(folder: Path) -> None:
-    """Delete temporaries left in folder by processes that are no longer running (a crash, a kill)."""
-    for path in own_leftovers(folder, TEMPORARY):
-        pid = int(OWN_NAME.match(path.name)["pid"])
-        if pid != os.getpid() and not process_alive(pid):
-            remove(path)
+def leftovers(folder: Path) -> list[Path]:
+    """Entries of folder named like this module's temporaries or old copies whose process no longer
+    runs: left by a crash, or a user's own files of that shape. Never deleted (only listed): no
+    record says this process made them."""
+    found = [*own_leftovers(folder, TEMPORARY), *own_leftovers(folder, PREVIOUS)]
+    return sorted(path for path in found if not process_alive(int(OWN_NAME.match(path.name)["pid"])))
 
 
 def previous_copies(path: Path) -> list[Path]:
@@ -110,10 +129,12 @@ def previous_copies(path: Path) -> list[Path]:
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temp_path), fsync it, then rename it onto path."""
+    mode = mode_for(path, 0o666)
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}")
     os.close(descriptor)
     temp = Path(name)
     try:
+        os.chmod(temp, mode)
         write(temp)
         fsync_path(temp)
         os.replace(temp, path)
@@ -132,10 +153,15 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     """
     if path.exists() and not path.is_dir():  # only a folder is ever swapped out, never a file
         raise FileExistsError(errno.EEXIST, "a file is in the way of a folder", str(path))
+    mode = mode_for(path, 0o777)
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}"))
     old = None
     try:
+        os.chmod(temp, mode)
         write(temp)
+        for inside in temp.rglob("*"):  # some writers (safetensors) make their files private: ours are not
+            if not inside.is_symlink():
+                os.chmod(inside, creation_mode(0o777 if inside.is_dir() else 0o666))
         fsync_tree(temp)
         if path.is_dir() and not replace:
             path.rmdir()  # raises OSError if anything is in it (callers check before writing)
@@ -147,9 +173,8 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
         remove(temp)
         raise
     fsync_path(path.parent)
-    for stale in [old, *previous_copies(path)]:  # the replaced folder, and any a crash left before
-        if stale is not None:
-            remove(stale)
+    if old is not None:
+        remove(old)  # the folder this call moved aside: exactly what it made, nothing found by name
 
 
 def check_output_file(path: str | Path, flag: str) -> Path:

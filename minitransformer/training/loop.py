@@ -49,10 +49,10 @@ from ..generate import generate
 from .memory import flops_per_token
 from ..model import GPT
 from .optim import lr_at, set_learning_rate
-from ..machine.files import clean_leftovers
+from ..machine.files import leftovers
 from . import budget
 from .budget import Clock, evaluation_due, forecast, position
-from .run_folder import RunLock, append_metrics, make_run_folder
+from .run_folder import RunLock, append_metrics, check_ours, make_run_folder
 from .setup import Run, restore_run, start_run
 
 
@@ -339,9 +339,14 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     try:
         if ranks.main:
             make_run_folder(out_dir)
+            check_ours(out_dir)
         with RunLock(out_dir, say) if ranks.main else nullcontext() as lock:
             if ranks.main:
-                clean_leftovers(out_dir)
+                found = leftovers(out_dir)
+                if found:
+                    say(f"note: {out_dir} holds {', '.join(path.name for path in found[:3])}"
+                        f"{' and more' if len(found) > 3 else ''}, named like minitransformer's temporaries, of a "
+                        "process that no longer runs (a crash?); they are left alone: delete them if they are not yours")
             progress = False if quiet else None  # None: data bars only on a terminal
             run = restore_run(config, out_dir, device, say, ranks, progress, remeasure) if resume else \
                 start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)

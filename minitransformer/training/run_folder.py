@@ -32,6 +32,9 @@ except ImportError:  # Windows: no advisory locks; fall back on the pid check al
 CHECKPOINTS = ("last", "best")
 RUN_TRACES = (*CHECKPOINTS, "metrics.jsonl")
 LOCK_FILE = "run.lock"
+# What a checkpoint folder holds when minitransformer wrote it (model.pt: checkpoints of version 0.1).
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "state.pt", "model.pt")
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open() fails on a symbolic link instead of writing through it
 
 
 def make_run_folder(out_dir: Path) -> None:
@@ -53,6 +56,26 @@ def check_no_run(out_dir: Path) -> None:
             f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, "
             "or --out DIR to train elsewhere"
         )
+
+
+def check_ours(out_dir: Path) -> None:
+    """Refuse, before anything is written, a run folder where training would write through or
+    replace what is not ours: a symbolic link where it writes (run.lock, metrics.jsonl, data/, a
+    checkpoint or a file in one), or a checkpoint folder holding files it did not write (each save
+    replaces the folder whole)."""
+    for name in (LOCK_FILE, "metrics.jsonl", "data", *CHECKPOINTS):
+        path = out_dir / name
+        if path.is_symlink():
+            raise UserError(f"{path} is a symbolic link; minitransformer never writes through a link in a run "
+                            "folder: remove the link, or choose another --out")
+    for name in CHECKPOINTS:
+        folder = out_dir / name
+        foreign = sorted(entry.name for entry in folder.iterdir() if entry.is_symlink()
+                         or entry.name not in CHECKPOINT_FILES) if folder.is_dir() else []
+        if foreign:
+            raise UserError(f"{folder} holds {', '.join(foreign)}, which minitransformer did not write; every save "
+                            f"replaces {name}/ whole, so move {'it' if len(foreign) == 1 else 'them'} out first, or "
+                            "choose another --out")
 
 
 def check_has_run(out_dir: Path) -> None:
@@ -99,7 +122,7 @@ class RunLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
         except FileExistsError:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644), False
 
     def take(self, descriptor: int) -> None:
         """Lock the open file and write our pid in it (self.descriptor set), or return with
@@ -165,7 +188,9 @@ class RunLock:
 
 
 def append_metrics(path: Path, row: dict) -> None:
-    with path.open("a") as file:
+    """Add a row at the end of metrics.jsonl, never through a symbolic link."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_FOLLOW, 0o666)
+    with os.fdopen(descriptor, "a") as file:
         file.write(json.dumps(row) + "\n")
 
 
