@@ -23,6 +23,7 @@ Design choices:
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def explore(model: GPT, tokenizer, prompt: str, lens: bool = True, ablation: boo
 
 def page(data: dict, prompt: str) -> str:
     payload = json.dumps(data).replace("</", "<\\/")  # a "</script>" inside a token must not end the tag
-    return PAGE.replace("TITLE", html.escape(prompt[:60])).replace("DATA", payload)
+    # One pass over the template: a prompt holding "DATA" stays in the title, never gets the payload.
+    fills = {"TITLE": html.escape(prompt[:60]), "DATA": payload}
+    return re.sub("TITLE|DATA", lambda match: fills[match.group()], PAGE)
 
 
 PAGE = r"""<!DOCTYPE html>

@@ -285,6 +285,7 @@ def interrupted_during(error: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    readable_text(args)
     if args.command is None:
         parser.print_help()
         return 0
@@ -316,6 +317,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def readable_text(args: argparse.Namespace) -> None:
+    """Texts given on the command line (prompts, a text to tokenize) with bytes that are not UTF-8
+    (Python keeps them as lone surrogates, which nothing can print or encode) get U+FFFD in their
+    place, once, here. Paths keep their bytes: they name files."""
+    for name in ("prompt", "text"):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, utf8(value))
+        elif isinstance(value, list):
+            setattr(args, name, [utf8(item) for item in value])
+
+
+def utf8(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def report(message: str, everywhere: bool = False) -> None:

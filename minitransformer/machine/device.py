@@ -77,9 +77,20 @@ MEASUREMENTS = 3
 MAX_AGE_S = 30 * 24 * 3600
 
 
-def speed_cache_path() -> Path:
-    """Where measured choices are remembered: $XDG_CACHE_HOME (or ~/.cache)/minitransformer/speed.json."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minitransformer" / "speed.json"
+def speed_cache_path() -> Path | None:
+    """Where measured choices are remembered: $XDG_CACHE_HOME (or ~/.cache)/minitransformer/speed.json.
+
+    As the XDG specification says, an empty or relative XDG_CACHE_HOME is ignored (it would put the
+    cache in whatever folder the command runs in); with no home folder either, nothing is
+    remembered (None): choices are measured again each time.
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no password entry: nowhere to remember
+            return None
+    return Path(base) / "minitransformer" / "speed.json"
 
 
 def machine_key(device: torch.device) -> str:
@@ -101,8 +112,9 @@ def machine_key(device: torch.device) -> str:
 
 def read_cache() -> dict:
     """Everything remembered; an unreadable or damaged cache counts as empty (it is rewritten)."""
+    path = speed_cache_path()
     try:
-        known = json.loads(speed_cache_path().read_text())
+        known = json.loads(path.read_text()) if path is not None else {}
     except (OSError, ValueError):
         return {}
     return known if isinstance(known, dict) else {}
@@ -113,6 +125,8 @@ def remember(key: str, value: object) -> None:
     The file is replaced atomically under a name unique to this process, so two processes writing
     at once can lose one entry, never damage the file."""
     path = speed_cache_path()
+    if path is None:
+        return
     try:
         known = read_cache()
         known[key] = value
@@ -197,13 +211,14 @@ def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, 
 # AVX512-BF16, float16) stops small, instead of spending a minute on 2048 x 2048 products.
 PEAK_PROBE_S = 0.05
 PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+MIN_PEAK = 1e6  # FLOP/s: below any real machine's; a remembered peak below it is measured again
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
     """Measured FLOP/s of a large matrix product in dtype on device (remembered per machine)."""
     key = f"{machine_key(device)}; matmul peak {str(dtype).removeprefix('torch.')}"
     peak = read_cache().get(key)
-    if positive(peak):
+    if positive(peak) and peak >= MIN_PEAK:  # a damaged entry (1e-320) would make MFU infinite
         return float(peak)
     # A generator of its own: drawing from torch's global one would change a training's dropout
     # masks depending on whether this was measured in the same process or read from the cache.

@@ -154,7 +154,8 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
         if steps > 0 and seconds > 0:
             rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
             peak = matmul_peak(run.dtype, run.device) * run.ranks.world
-            row.update(tokens_per_s=round(rate, 1), mfu=round(rate * flops_per_token(run.model.config) / peak, 4))
+            mfu = rate * flops_per_token(run.model.config) / peak
+            row.update(tokens_per_s=round(rate, 1), **({"mfu": round(mfu, 4)} if math.isfinite(mfu) else {}))
         with writing_into_folder(run):
             append_metrics(run.out_dir / "metrics.jsonl", row)
         if new_best:

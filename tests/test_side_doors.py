@@ -1,0 +1,78 @@
+"""Side doors held to the front door's rules: each case here once crashed, wrote nonsense or did
+something silently (a hostile battery's and a review's findings), and is now one line, or right."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minitransformer.commands.cli import main
+from minitransformer.commands.plot import text_chart
+from minitransformer.explorer import page
+from minitransformer.machine import device
+from tests.conftest import ROOT, error_line
+
+
+def test_the_explorer_fills_its_template_in_one_pass():
+    """A prompt holding "DATA" stays in the title; the payload goes only where the template says."""
+    html = page({"payload_marker": 1}, "my DATA and TITLE")
+    title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title == "minitransformer: my DATA and TITLE"
+    assert html.count("payload_marker") == 1
+
+
+def test_the_text_chart_draws_any_finite_losses():
+    chart = text_chart([{"step": 0, "train_loss": 1e308, "val_loss": -1e308}, {"step": 5, "train_loss": 2.0, "val_loss": 2.5}])
+    assert "1e+308" in chart and "best val -1e+308 at step 0" in chart
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/cache"])
+def test_an_empty_or_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path, xdg):
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert device.speed_cache_path() == tmp_path / ".cache" / "minitransformer" / "speed.json"
+
+
+def test_without_a_home_nothing_is_remembered_and_nothing_fails(monkeypatch):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(device.Path, "home", lambda: (_ for _ in ()).throw(RuntimeError("no home")))
+    assert device.speed_cache_path() is None
+    device.remember("k", 1.0)
+    assert device.read_cache() == {}
+
+
+def test_a_damaged_peak_in_the_cache_is_measured_again_and_metrics_stay_json(tiny_run, tmp_path, monkeypatch):
+    """A remembered peak of 1e-320 FLOP/s would make MFU infinite, and `Infinity` is not JSON."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    key = f"{device.machine_key(device.torch.device('cpu'))}; matmul peak float32"
+    device.remember(key, 1e-320)
+    assert device.matmul_peak(device.torch.float32, device.torch.device("cpu")) >= device.MIN_PEAK
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    device.remember(key, 1e-320)
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
+        assert "mfu" not in row or 0 < row["mfu"] < 1
+
+
+def test_text_arguments_that_are_not_utf8_are_read_with_a_replacement_character(tiny_run, tmp_path, capsys):
+    assert main(["tokenize", "gpt2", "abc\udcff", "--merges"]) == 0
+    assert "\ufffd" in capsys.readouterr().out
+    # A character-level model has no such character: one line, not an encoding traceback.
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "RO\udcffMEO", "--html", str(tmp_path / "p.html")]) == 2
+    assert "outside this character-level vocabulary" in error_line(capsys)
+
+
+def test_the_command_line_starts_without_importing_pytorch():
+    """Ctrl-C while PyTorch imports (seconds on a slow laptop) must reach main's one-line handler:
+    importing the command line itself imports no PyTorch."""
+    code = "import sys; import minitransformer.commands.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.strip() == "False"
+    code = "from minitransformer import generate, GPT, train; print(callable(generate) and callable(train), GPT.__name__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.strip() == "True GPT"
