@@ -125,6 +125,7 @@ def stream_tokens(
     block_size = model.config.block_size
     graph = decode_graph(model, idx.shape[0]) if use_cache and cuda_graph else None  # None off CUDA
     cache = None
+    finite = torch.ones((), dtype=torch.bool, device=idx.device)  # every step's logits so far (read at the end)
     for _ in range(max_new_tokens):
         if not use_cache:
             logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
@@ -135,9 +136,19 @@ def stream_tokens(
             # First step, or the window is full and slides: (re)build the cache from the window.
             cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
             logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
+        finite &= torch.isfinite(logits).all()
         next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
         yield next_token
+    check_finite(finite)
+
+
+def check_finite(finite: torch.Tensor) -> None:
+    """Refuse tokens drawn from NaN or infinite scores (a broken model: argmax and the draw would
+    pick a token all the same). Read once, after the last token, so no step waits for the GPU."""
+    if not finite.item():
+        raise UserError("the model's next-token scores were not finite numbers (NaN or infinity), so the tokens "
+                        "drawn from them mean nothing; its weights are broken: train it again (or load another)")
 
 
 def generate(
@@ -199,6 +210,7 @@ def generate_batch(
     try:
         graph = decode_graph(model, len(rows)) if cuda_graph else None  # None off CUDA
         cache = None
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
             if cache is not None and cache.length < block_size:
                 newest = new[-1]  # (B, 1): each row's newest token
@@ -213,7 +225,9 @@ def generate_batch(
                 idx = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)  # (B, width)
                 cache = graph.start(pads) if graph is not None else KVCache(model.config.n_layer, block_size, pads)
                 logits = model.next_token_logits(idx, cache)  # (B, V)
+            finite &= torch.isfinite(logits).all()
             new.append(sample_next(logits, temperature, top_k, top_p, generator))  # (B, 1)
+        check_finite(finite)
     finally:
         model.train(was_training)
     append_new(rows, new)

@@ -1,5 +1,6 @@
 """Training from Python, as a notebook does: `model, tokenizer, metrics = train(...)`."""
 
+import json
 import shutil
 
 import pytest
@@ -73,8 +74,10 @@ def test_interrupting_the_kernel_saves_and_says_how_to_resume_in_python(out, cap
         return real_evaluate(*args)
 
     monkeypatch.setattr(loop, "evaluate", evaluate_then_interrupt)
-    _, _, metrics = train(TINY, out=out, max_steps=100, eval_interval=10, **QUICK)
-    assert [row["step"] for row in metrics] == [0, 10]
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 10") as stop:
+        train(TINY, out=out, max_steps=100, eval_interval=10, **QUICK)
+    assert f"train(out={str(out)!r}, resume=True)" in str(stop.value)  # the caller can tell, and knows what to do
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 10]
     printed = capsys.readouterr().out
     assert "interrupted at step 10" in printed and f"train(out={str(out)!r}, resume=True)" in printed
     assert torch.load(out / "last" / "state.pt", weights_only=True)["step"] == 10

@@ -76,3 +76,21 @@ def test_the_command_line_starts_without_importing_pytorch():
     code = "from minitransformer import generate, GPT, train; print(callable(generate) and callable(train), GPT.__name__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           check=True).stdout.strip() == "True GPT"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_tokens_drawn_from_nan_scores_are_refused_at_the_end(temperature):
+    import torch
+
+    from minitransformer import GPT, generate
+    from minitransformer.errors import UserError
+    from minitransformer.generate import generate_batch
+    from tests.helpers import small_config
+
+    model = GPT(small_config())
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan")) if hasattr(model, "lm_head") else model.wte.weight.fill_(float("nan"))
+    with pytest.raises(UserError, match="not finite"):
+        generate(model, torch.tensor([[1, 2]]), 4, temperature=temperature)
+    with pytest.raises(UserError, match="not finite"):
+        generate_batch(model, [[1, 2], [3]], 4, temperature=temperature)

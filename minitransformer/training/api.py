@@ -76,7 +76,8 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
     resume: continue the run in `out` (with its saved config, changed by the overrides);
     init_from: start from a checkpoint's model (fine-tuning); pause_after: stop after this many
     steps, saving `last/`; quiet: print nothing; remeasure: measure the "auto" precision again.
-    Returns (model, tokenizer, metrics).
+    Returns (model, tokenizer, metrics). Interrupted (Ctrl-C, Interrupt Kernel), it saves `last/`
+    and raises KeyboardInterrupt saying where to resume.
     """
     try:
         changes = sections_of(overrides | ({"train.out_dir": str(out)} if out is not None else {}))
@@ -95,5 +96,11 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
                               resume_hint=lambda folder: f"train(out={str(folder)!r}, resume=True)")
     except UserError as error:
         raise UserError(python_advice(str(error))) from None
+    if result["stopped_by"] == "interrupt":
+        # Interrupt Kernel (Ctrl-C) stops the cell as Jupyter expects, once last/ is saved: a normal
+        # return would look like a finished training to the code after it.
+        out = run_config.train.out_dir
+        raise KeyboardInterrupt(f"training interrupted at step {result['step']}; {out}/last saved; "
+                                f"resume with train(out={out!r}, resume=True)")
     metrics = read_metrics_rows(Path(run_config.train.out_dir) / "metrics.jsonl", say=lambda line: None)
     return Trained(result["model"].eval(), result["tokenizer"], metrics)
