@@ -208,6 +208,11 @@ class EncodingTokenizer:
         return self.encoding.decode_single_token_bytes(token_id)
 
 
+# A text every chunking pattern must cover entirely: letters, digits, punctuation, spaces, a tab,
+# newlines, an accent and an emoji.
+PATTERN_PROBE = "To be, or not to be: 42 times!\n\tHe said 'naïve' 🙂  done.\n"
+
+
 class BPETokenizer(EncodingTokenizer):
     """A byte-level BPE trained here: encode and decode through tiktoken, describe as JSON."""
 
@@ -237,13 +242,29 @@ class BPETokenizer(EncodingTokenizer):
 
     @classmethod
     def from_description(cls, description: dict) -> "BPETokenizer":
+        """The tokenizer a description (tokenizer.json) holds, checked whole first: ValueError names
+        what is wrong. Every loader (checkpoints, Hugging Face folders, `tokenize`) comes here."""
         merges, pattern, specials = description.get("merges"), description.get("pattern"), description.get("specials")
         if not isinstance(merges, list) or not isinstance(pattern, str) or not isinstance(specials, dict):
             raise ValueError("a BPE tokenizer needs 'merges', 'pattern' and 'specials'")
+        if not pattern:
+            raise ValueError("'pattern' is empty; it must be the regular expression that splits text into chunks")
+        if not all(isinstance(name, str) and name and isinstance(i, int) and not isinstance(i, bool)
+                   for name, i in specials.items()):
+            raise ValueError("'specials' must map each special token's text to its id (an integer)")
         for k, pair in enumerate(merges):
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(i, int) and 0 <= i < BYTES + k for i in pair)):
                 raise ValueError(f"merge {k} is {pair!r}: it must be two ids made before it")
-        tokenizer = cls(merges, pattern, tuple(sorted(specials, key=specials.get)))
+        try:
+            tokenizer = cls(merges, pattern, tuple(sorted(specials, key=specials.get)))
+            probe = tokenizer.decode(tokenizer.encode(PATTERN_PROBE))
+        except ValueError:
+            raise
+        except Exception as error:  # tiktoken's own errors for a pattern it cannot compile or run
+            raise ValueError(f"tiktoken cannot use 'pattern' {pattern[:40]!r} ({type(error).__name__})") from None
         if tokenizer.specials != specials:
             raise ValueError("the special tokens' ids do not follow the merges")
+        if probe != PATTERN_PROBE:  # a pattern that skips text, or backtracks until it gives up
+            raise ValueError(f"'pattern' {pattern[:40]!r} does not cut text into chunks that cover all of it (a probe "
+                             "text came back different); use the pattern the tokenizer was trained with")
         return tokenizer

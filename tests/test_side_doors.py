@@ -94,3 +94,34 @@ def test_tokens_drawn_from_nan_scores_are_refused_at_the_end(temperature):
         generate(model, torch.tensor([[1, 2]]), 4, temperature=temperature)
     with pytest.raises(UserError, match="not finite"):
         generate_batch(model, [[1, 2], [3]], 4, temperature=temperature)
+
+
+@pytest.mark.parametrize("change", [{"specials": {"<|endoftext|>": "x", "b": 1}}, {"pattern": ""},
+                                    {"pattern": "(a+)+$"}, {"pattern": "(["}, {"specials": ["<|endoftext|>"]}],
+                         ids=["specials-types", "empty-pattern", "pattern-drops-text", "bad-pattern", "specials-list"])
+def test_a_damaged_tokenizer_description_is_one_line_wherever_it_is_loaded(tmp_path, capsys, change):
+    """One check of a BPE description (types; a pattern tiktoken can run that covers a probe text)
+    serves every loader: `tokenize` on a tokenizer.json here."""
+    from minitransformer.bpe import BPETokenizer
+
+    description = {**BPETokenizer.train("To be, or not to be, that is the question. " * 20, 280).describe(), **change}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(description))
+    assert main(["tokenize", str(path), "To be, or not to be"]) == 2
+    assert "is not a tokenizer.json of ours" in error_line(capsys)
+
+
+def test_a_checkpoint_whose_tokenizer_is_not_its_own_is_refused_before_tiktoken_is_asked(tiny_run, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """A tokenizer.json naming o200k_base beside weights trained with characters: the digest check
+    refuses it before tiktoken would try the network."""
+    import shutil
+
+    from minitransformer import tokenizer as tokenizer_module
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "best" / "tokenizer.json").write_text(json.dumps({"kind": "tiktoken", "name": "o200k_base"}))
+    monkeypatch.setattr(tokenizer_module, "tiktoken_encoding", lambda name: pytest.fail("tiktoken was asked"))
+    assert main(["sample", "--checkpoint", str(run), "--max-new-tokens", "3"]) == 2
+    assert "does not belong to the weights" in error_line(capsys)

@@ -134,7 +134,12 @@ def damaged(path: Path, error: Exception) -> UserError:
 def tokenizer_digest(tokenizer: CharTokenizer | TiktokenTokenizer) -> str:
     """sha256 of the tokenizer's description: stored with the weights, so that a tokenizer.json
     that is not theirs (another run's, edited, permuted) is refused instead of decoding garbage."""
-    return hashlib.sha256(json.dumps(tokenizer.describe(), sort_keys=True).encode()).hexdigest()
+    return description_digest(tokenizer.describe())
+
+
+def description_digest(description: object) -> str:
+    """sha256 of a tokenizer description as tokenizer.json holds it (describe()'s JSON)."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
 def model_digest(config: ModelConfig) -> str:
@@ -153,11 +158,13 @@ def weights_metadata(tokenizer: CharTokenizer | TiktokenTokenizer, config: Model
     return metadata
 
 
-def check_tokenizer_digest(metadata: dict[str, str] | None, tokenizer, folder: Path) -> None:
-    """Refuse a tokenizer whose digest differs from the one recorded with the weights (weights
-    written before version 0.3 record none, and are taken as they are)."""
+def check_tokenizer_digest(metadata: dict[str, str] | None, description: object, folder: Path) -> None:
+    """Refuse a tokenizer description (tokenizer.json's contents) whose digest differs from the one
+    recorded with the weights, before it is built: so a tokenizer that is not theirs never reaches
+    tiktoken (nor the network, for an encoding tiktoken must download). Weights written before
+    version 0.3 record none, and are taken as they are."""
     recorded = (metadata or {}).get(DIGEST_KEY)
-    if recorded is not None and recorded != tokenizer_digest(tokenizer):
+    if recorded is not None and recorded != description_digest(description):
         raise UserError(f"{folder / 'tokenizer.json'} does not belong to the weights beside it (it is not the "
                         "tokenizer they were trained with); put back that checkpoint's own tokenizer.json, "
                         "or use another checkpoint")
@@ -202,10 +209,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
     path = find_checkpoint(path)
     try:
         model_config, run_config = read_config(path)
-        tokenizer = from_description(json.loads((path / "tokenizer.json").read_text()))
+        description = json.loads((path / "tokenizer.json").read_text())
+        model_state, metadata = read_weights(path, device)
+        check_tokenizer_digest(metadata, description, path)  # before the tokenizer is built
+        tokenizer = from_description(description)
         if tokenizer.vocab_size != model_config.vocab_size:
             raise ValueError(f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
-        model_state, metadata = read_weights(path, device)
         state_path = path / "state.pt"  # absent from imported models, which were never trained here
         train_state = None
         if with_state and state_path.exists():
@@ -214,7 +223,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
         raise
     except Exception as error:  # a missing file, bad JSON or config values, a truncated or foreign file
         raise damaged(path, error)
-    check_tokenizer_digest(metadata, tokenizer, path)
     check_model_digest(metadata, model_config, path)
     return Checkpoint(path, model_config, run_config, tokenizer, model_state, train_state)
 

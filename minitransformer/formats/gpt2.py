@@ -148,15 +148,15 @@ def hf_folder_tokenizer(folder: Path) -> CharTokenizer | TiktokenTokenizer | Non
         return None
     if not isinstance(description, dict) or "kind" not in description:
         return None  # Hugging Face's own tokenizer.json
-    try:
-        tokenizer = from_description(description)
-    except ValueError as error:
-        raise UserError(f"{folder / 'tokenizer.json'} is damaged ({short_cause(error)}); export the model again")
     metadata = None
     if (folder / "model.safetensors").is_file():
         with safe_open(folder / "model.safetensors", framework="pt") as file:
             metadata = file.metadata()
-    check_tokenizer_digest(metadata, tokenizer, folder)
+    check_tokenizer_digest(metadata, description, folder)  # before the tokenizer is built (no network)
+    try:
+        tokenizer = from_description(description)
+    except ValueError as error:
+        raise UserError(f"{folder / 'tokenizer.json'} is damaged ({short_cause(error)}); export the model again")
     return tokenizer
 
 
