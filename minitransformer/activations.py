@@ -23,10 +23,30 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .inspection import listening, manual_attention
+from .inspection import listening, manual_attention, observing
 from .model import GPT
 
 ABLATIONS = ("zero", "mean")
+
+
+def tap_names(model: GPT) -> list[str]:
+    """Every tap's full name in this model (taps.py), in the order a pass reaches them."""
+    block = ["resid_pre", "ln_1", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.weights", "attn.heads", "attn.out",
+             "resid_mid", "ln_2", "mlp.hidden", "mlp.out", "resid_post"]
+    position = ["pos"] if model.config.position in ("learned", "sinusoidal") else []
+    return ["embed", *position, *[f"blocks.{layer}.{name}" for layer in range(model.config.n_layer) for name in block],
+            "ln_f", "logits"]
+
+
+def check_names(model: GPT, names, what: str) -> None:
+    """Refuse names that are not a list of this model's tap names (or their prefixes, "blocks.1")."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise UserError(f"{what} takes a list of names, e.g. ['blocks.0.attn.q']; got {names!r}")
+    known = tap_names(model)
+    for name in names:
+        if not any(full == name or full.startswith(name + ".") for full in known):
+            raise UserError(f"{what}: {name!r} is not an activation of this model; the names are "
+                            f"{', '.join(known[:4])}, ..., {', '.join(known[-3:])} (all in minitransformer/taps.py)")
 
 
 def wanted(name: str, names) -> bool:
@@ -47,6 +67,8 @@ def record(model: GPT, names=None):
     names: only these names, or names under these prefixes (all by default). Tensors are
     detached copies: they stay as recorded whatever runs after.
     """
+    if names is not None:
+        check_names(model, names, "record")
     passes: list[dict[str, torch.Tensor]] = []
 
     def keep(name: str, tensor: torch.Tensor) -> None:
@@ -55,13 +77,24 @@ def record(model: GPT, names=None):
         if wanted(name, names):
             passes[-1][name] = tensor.detach().clone()
 
-    with listening(model, keep):
+    with observing(model, keep):
         yield passes
+
+
+def whole(value: object, what: str) -> int:
+    """value, which must be a whole number (an int, not a float that int() would cut, nor a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{what} must be a whole number, got {value!r}")
+    return value
 
 
 def check_heads_and_mlps(model: GPT, heads, mlps) -> tuple[set[tuple[int, int]], set[int]]:
     L, H = model.config.n_layer, model.config.n_head
-    heads, mlps = {(int(layer), int(head)) for layer, head in heads}, {int(layer) for layer in mlps}
+    for pair in heads:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise UserError(f"heads are (layer, head) pairs, e.g. heads=[(1, 2)]; got {pair!r}")
+    heads = {(whole(layer, "a head's layer"), whole(head, "a head's number")) for layer, head in heads}
+    mlps = {whole(layer, "an MLP's layer") for layer in mlps}
     for layer, head in heads:
         if not (0 <= layer < L and 0 <= head < H):
             raise UserError(f"head {layer}.{head} does not exist: this model has layers 0 to {L - 1} and heads 0 to {H - 1}")
@@ -112,6 +145,12 @@ def patch(model: GPT, activations: dict[str, torch.Tensor]):
     """Inside the block, each named activation is replaced by the given tensor (activation
     patching): record them on prompt B, patch them into a pass on prompt A of the same length,
     and see how much of B's behaviour they carry."""
+    unknown = [name for name in activations if name not in tap_names(model)]
+    if unknown:
+        check_names(model, unknown, "patch")  # names nothing: one line naming the valid ones
+        raise UserError(f"patch: {unknown[0]!r} names several activations; give one full name, e.g. "
+                        f"{tap_names(model)[2]!r}")
+
     def put(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         if name not in activations:
             return None

@@ -164,6 +164,8 @@ class TrainConfig:
         check_field_types(self, "train")
         check_positive("train", self, "batch_size", "grad_accum", "max_steps", "learning_rate",
                        "muon_learning_rate", "eval_interval", "eval_batches")
+        if not self.out_dir.strip():
+            raise UserError("train.out_dir is empty; name the run folder, e.g. runs/mine (\".\" is this folder)")
         check_choice("train", "dtype", self.dtype, DTYPES)
         check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
         if self.compile not in (True, False, "auto", "reduce-overhead"):

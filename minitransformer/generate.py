@@ -20,9 +20,10 @@ Design choices:
   (`draw`) never reads a value back to the host, so a GPU never waits for the host between tokens.
 """
 
-import math
 import copy
+import math
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
 
@@ -126,21 +127,36 @@ def stream_tokens(
     graph = decode_graph(model, idx.shape[0]) if use_cache and cuda_graph else None  # None off CUDA
     cache = None
     finite = torch.ones((), dtype=torch.bool, device=idx.device)  # every step's logits so far (read at the end)
-    for _ in range(max_new_tokens):
-        if not use_cache:
-            logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
-        elif cache is not None and cache.length < block_size:
-            newest = idx[:, -1:]  # (B, 1): only the newest token goes in
-            logits = graph.step(newest) if graph is not None else model.next_token_logits(newest, cache)  # (B, V)
-        else:
-            # First step, or the window is full and slides: (re)build the cache from the window.
-            cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
-            logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
-        finite &= torch.isfinite(logits).all()
-        next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-        idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
-        yield next_token
+    with using(graph):
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
+            elif cache is not None and cache.length < block_size:
+                newest = idx[:, -1:]  # (B, 1): only the newest token goes in
+                logits = graph.step(newest) if graph is not None else model.next_token_logits(newest, cache)  # (B, V)
+            else:
+                # First step, or the window is full and slides: (re)build the cache from the window.
+                cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
+                logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
+            finite &= torch.isfinite(logits).all()
+            next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
+            yield next_token
     check_finite(finite)
+
+
+@contextmanager
+def using(graph):
+    """Mark a decoding graph in use while a generator steps through it: its cache is this
+    generator's until it ends (or is closed), and decode_graph hands it to no other."""
+    if graph is None:
+        yield
+        return
+    graph.in_use = True
+    try:
+        yield
+    finally:
+        graph.in_use = False
 
 
 def check_finite(finite: torch.Tensor) -> None:
@@ -207,10 +223,12 @@ def generate_batch(
     model.eval()
     rows = [list(prompt) for prompt in prompts]
     new: list[torch.Tensor] = []  # (B, 1) tokens each, still on the device, not yet in rows
+    stack = ExitStack()
     try:
         graph = decode_graph(model, len(rows)) if cuda_graph else None  # None off CUDA
         cache = None
         finite = torch.ones((), dtype=torch.bool, device=device)
+        stack.enter_context(using(graph))
         for _ in range(max_new_tokens):
             if cache is not None and cache.length < block_size:
                 newest = new[-1]  # (B, 1): each row's newest token
@@ -229,6 +247,7 @@ def generate_batch(
             new.append(sample_next(logits, temperature, top_k, top_p, generator))  # (B, 1)
         check_finite(finite)
     finally:
+        stack.close()
         model.train(was_training)
     append_new(rows, new)
     return rows

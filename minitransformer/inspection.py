@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import torch
 
 from .attention import scaled_dot_product_attention
+from .errors import UserError
 from .model import GPT
 from .bpe import EncodingTokenizer, readable, readable_token
 
@@ -58,6 +59,17 @@ def listening(model: GPT, listener):
 
 
 @contextmanager
+def observing(model: GPT, observer):
+    """Add an observer to the model's taps (it sees each tensor after every change), for the block."""
+    with manual_attention(model):
+        model.taps.observers.append(observer)
+        try:
+            yield
+        finally:
+            model.taps.observers.remove(observer)
+
+
+@contextmanager
 def capture_attention(model: GPT):
     """Yield a list whose item `layer` becomes that layer's weights (B, H, T, T) after a pass.
 
@@ -78,7 +90,7 @@ def capture_attention(model: GPT):
                 passes[0] += 1
             maps[layer] = tensor.detach()
 
-    with listening(model, store):
+    with observing(model, store):
         yield maps
     if passes[0]:
         warnings.warn(f"capture_attention saw {passes[0] + 1} forward passes and keeps only the last one's "
@@ -160,6 +172,9 @@ def break_in_attention(model: GPT, layer: int, head: int = 0, debugger: pdb.Pdb 
     the output; `p scores[0, head]` prints one head's (T, S) slice as it appears, `c` finishes the
     pass. Works wherever pdb reads commands: a terminal, a pipe, or a Jupyter kernel's input box.
     """
+    for value, what, count in ((layer, "layer", model.config.n_layer), (head, "head", model.config.n_head)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+            raise UserError(f"break_in_attention: {what} {value!r} does not exist; this model has {what}s 0 to {count - 1}")
     debugger = debugger or pdb.Pdb()
     code = scaled_dot_product_attention.__code__
 

@@ -42,13 +42,19 @@ Listener = Callable[[str, torch.Tensor], torch.Tensor | None]
 
 
 class Taps:
-    """The listeners of one model; `taps(where, name, tensor)` hands tensor to each in turn."""
+    """The listeners of one model; `taps(where, name, tensor)` hands tensor to each in turn.
+
+    Listeners that may replace the tensor (ablate, patch, a learner's experiment) run first, in the
+    order they were added; observers (record, capture_attention) then see the tensor the model
+    goes on with, whatever order the context managers were entered in.
+    """
 
     def __init__(self):
         self.listeners: list[Listener] = []
+        self.observers: list[Callable[[str, torch.Tensor], None]] = []
 
     def __call__(self, where: str, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.listeners:
+        if not self.listeners and not self.observers:
             return tensor
         full_name = f"{where}.{name}" if where else name
         for listener in self.listeners:
@@ -58,6 +64,8 @@ class Taps:
                     raise ValueError(f"a tap's replacement for {full_name} is {tuple(replaced.shape)}, "
                                      f"the tensor {tuple(tensor.shape)}")
                 tensor = replaced
+        for observer in self.observers:
+            observer(full_name, tensor)
         return tensor
 
 

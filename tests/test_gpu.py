@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from minitransformer import GPT, ModelConfig, generate, generate_batch
+from minitransformer.generate import stream_tokens
 from minitransformer.machine.cuda_graphs import GRAPHS_KEPT, recorded
 from minitransformer.training.loop import check_finite, train_step
 from tests.conftest import train_tiny
@@ -61,12 +62,33 @@ def test_generating_never_waits_for_the_gpu(sampling):
     prompt = torch.tensor([[1, 2, 3]], device=CUDA)
     generate(model, prompt, 8, **sampling)  # records the graph
     torch.cuda.synchronize()
+    stream = stream_tokens(model, prompt, 100, **sampling)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = generate(model, prompt, 100, **sampling)
+        tokens = [next(stream) for _ in range(100)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert out.shape == (1, 103)
+    assert next(stream, None) is None  # the end: one read, whether every step's scores were finite
+    assert torch.cat(tokens, dim=1).shape == (1, 100)
+
+
+def test_two_interleaved_generators_each_get_their_own_text_and_hooks_turn_graphs_off():
+    """A graph's cache is one generator's at a time (the other decodes eagerly); a forward hook,
+    which a replay would never call, keeps graphs off."""
+    model = decoding_model("rope", "sdpa")
+    prompts = [torch.tensor([[3, 4, 5]], device=CUDA), torch.tensor([[7, 1, 2]], device=CUDA)]
+    alone = [torch.cat(list(stream_tokens(model, p, 20, temperature=0.0)), dim=1) for p in prompts]
+    first, second = (stream_tokens(model, p, 20, temperature=0.0) for p in prompts)
+    pairs = [(next(first), next(second)) for _ in range(20)]
+    assert torch.equal(torch.cat([a for a, _ in pairs], dim=1), alone[0])
+    assert torch.equal(torch.cat([b for _, b in pairs], dim=1), alone[1])
+    calls = []
+    hook = model.blocks[0].register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        generate(model, prompts[0], 10, temperature=0.0)
+    finally:
+        hook.remove()
+    assert len(calls) == 10  # every step ran the module, eagerly
 
 
 def test_graphs_per_model_stay_bounded():

@@ -125,3 +125,74 @@ def test_a_checkpoint_whose_tokenizer_is_not_its_own_is_refused_before_tiktoken_
     monkeypatch.setattr(tokenizer_module, "tiktoken_encoding", lambda name: pytest.fail("tiktoken was asked"))
     assert main(["sample", "--checkpoint", str(run), "--max-new-tokens", "3"]) == 2
     assert "does not belong to the weights" in error_line(capsys)
+
+
+@pytest.mark.parametrize("flags", [["--ablate", "0.1", "--html", "x.html"], ["--lens", "--html", "x.html"],
+                                   ["--break", "0.1", "--html", "x.html"], ["--lens", "--layer", "9"],
+                                   ["--html", "x.html", "--layer", "0", "--head", "9"], ["--ablate", "0.1", "--png", "a.png"]])
+def test_inspect_refuses_flags_that_would_silently_exclude_each_other(tiny_run, tmp_path, capsys, monkeypatch, flags):
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "RO", *flags]) == 2
+    err = error_line(capsys)
+    assert flags[0] in err and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_inspect_checks_layer_and_head_in_the_heatmap_mode(tiny_run, capsys):
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "RO", "--layer", "9"]) == 2
+    assert "--layer 9 does not exist" in error_line(capsys)
+
+
+def test_the_python_api_refuses_unknown_names_and_wrong_types(tmp_path, tiny_data):
+    import shutil
+
+    import torch
+
+    from minitransformer import GPT, train
+    from minitransformer.activations import ablate, patch, record
+    from minitransformer.errors import UserError
+    from minitransformer.inspection import break_in_attention
+    from tests.helpers import small_config
+
+    model = GPT(small_config())
+    idx = torch.randint(0, 37, (1, 5))
+    for call, match in ((lambda: ablate(model, heads=[(0.9, 1)]), "whole number"),
+                        (lambda: record(model, ["nope"]), "'nope' is not an activation"),
+                        (lambda: record(model, "blocks.0.attn.q"), "takes a list of names"),
+                        (lambda: patch(model, {"blocks.9.resid_post": torch.zeros(1)}), "not an activation"),
+                        (lambda: break_in_attention(model, -1, 99), "layer -1 does not exist")):
+        with pytest.raises(UserError, match=match):
+            with call():
+                model(idx)
+    with record(model, ["blocks.1"]) as passes:  # a prefix takes the whole block
+        model(idx)
+    assert "blocks.1.attn.q" in passes[0] and "blocks.0.attn.q" not in passes[0]
+    out = tmp_path / "nb"
+    shutil.copytree(tiny_data, out / "data")
+    with pytest.raises(UserError, match="whole number of steps"):
+        train(str(ROOT / "configs" / "tiny.toml"), out=out, pause_after=1.5, quiet=True)
+    with pytest.raises(UserError, match="out_dir is empty"):
+        train(str(ROOT / "configs" / "tiny.toml"), out="", quiet=True)
+
+
+def test_a_recorder_sees_what_the_model_computed_whichever_block_is_outside(tmp_path):
+    import torch
+
+    from minitransformer import GPT
+    from minitransformer.activations import ablate, record
+    from tests.helpers import small_config
+
+    model = GPT(small_config())
+    idx = torch.randint(0, 37, (1, 5))
+    with record(model, ["blocks.0.attn.heads"]) as outside, ablate(model, heads=[(0, 1)]):
+        model(idx)
+    with ablate(model, heads=[(0, 1)]), record(model, ["blocks.0.attn.heads"]) as inside:
+        model(idx)
+    for passes in (outside, inside):
+        assert torch.count_nonzero(passes[0]["blocks.0.attn.heads"][:, 1]) == 0  # the ablated head, as computed
+    assert torch.equal(outside[0]["blocks.0.attn.heads"], inside[0]["blocks.0.attn.heads"])
+
+
+def test_out_given_empty_on_the_command_line_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", ""]) == 2
+    assert "out_dir is empty" in error_line(capsys) and not list(tmp_path.iterdir())

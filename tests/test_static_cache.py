@@ -122,3 +122,28 @@ def test_a_model_without_the_causal_mask_sees_every_written_position(eager_graph
     prompt = torch.randint(0, 37, (1, 4))
     assert torch.equal(generate(model, prompt, 20, temperature=0.0),
                        generate(model, prompt, 20, temperature=0.0, cuda_graph=False))
+
+
+def test_two_generators_of_one_model_never_share_a_graphs_cache(monkeypatch):
+    """decode_graph hands a model's graph (and its StaticKVCache) to one generator at a time: a
+    second, interleaved with the first, decodes eagerly instead of overwriting the cache. Here the
+    graphs are eager stand-ins, kept as decode_graph keeps them (one per model and batch size)."""
+    kept = {}
+
+    def registry(model, B):
+        graph = kept.setdefault(B, DecodeGraph(model, B, record=False))
+        return None if graph.in_use else graph
+
+    monkeypatch.setattr(generate_module, "decode_graph", registry)
+    model = trained_looking_model(position="rope").eval()
+    prompts = [torch.tensor([[3, 4, 5]]), torch.tensor([[7, 1]])]
+    alone = [[int(t) for t in generate_module.stream_tokens(model, p, 6, temperature=0.0)] for p in prompts]
+    first, second = (generate_module.stream_tokens(model, p, 6, temperature=0.0) for p in prompts)
+    interleaved = [[], []]
+    for _ in range(6):
+        interleaved[0].append(int(next(first)))
+        assert kept[1].in_use  # the first generator holds the graph ...
+        interleaved[1].append(int(next(second)))  # ... so the second runs eagerly
+    for stream in (first, second):
+        assert next(stream, None) is None  # both finish
+    assert interleaved == alone and not kept[1].in_use

@@ -31,7 +31,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.loop import train
 
     overrides = list(args.set)
-    if args.out:
+    if args.out is not None:  # `--out ''` is refused by the config, not taken for the default
         overrides.append(f"train.out_dir={json.dumps(args.out)}")
     if args.device:
         overrides.append(f"train.device={json.dumps(args.device)}")

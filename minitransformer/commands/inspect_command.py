@@ -117,6 +117,22 @@ def show_ablation(model, idx: torch.Tensor, ids: list[int], ablations: list[str]
     print(next_token_table(after[0, -1], label, k=5))
 
 
+def check_one_mode(break_at, ablations, lens: bool, html, layer, head, png) -> None:
+    """Each of --break, --ablate, --lens and --html shows something of its own, and the heatmaps
+    (the default) are the only output that --layer, --head and --png choose from: a combination
+    is refused in one line rather than silently doing one of them."""
+    modes = [flag for flag, given in (("--break", break_at is not None), ("--ablate", bool(ablations)),
+                                      ("--lens", lens), ("--html", html is not None)) if given]
+    if len(modes) > 1:
+        raise UserError(f"{' and '.join(modes)} each show something of their own; pass one of them per command")
+    choosers = [flag for flag, given in (("--layer", layer is not None), ("--head", head is not None),
+                                         ("--png", png is not None)) if given]
+    if modes and choosers:
+        chosen = "--break LAYER.HEAD" if modes[0] == "--break" else f"{modes[0]} shows every layer and head"
+        raise UserError(f"{' and '.join(choosers)} choose the attention heatmaps, which {modes[0]} does not print "
+                        f"({chosen}); drop {'it' if len(choosers) == 1 else 'them'}, or run without {modes[0]}")
+
+
 def check_index(name: str, value: int, count: int) -> None:
     if not 0 <= value < count:
         raise UserError(f"--{name} {value} does not exist: this model has {count} {name}s, numbered 0 to {count - 1}")
@@ -136,6 +152,7 @@ def inspect_model(
     html: str | None = None,
 ) -> None:
     """What `minitransformer inspect` prints (see the module's docstring); the arguments are its flags."""
+    check_one_mode(break_at, ablations, lens, html, layer, head, png)
     if png is not None:
         figures.check_available("--png")
         check_output_file(png, "--png")

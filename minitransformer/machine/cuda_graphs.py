@@ -50,6 +50,9 @@ class DecodeGraph:
         self.tokens = torch.zeros(B, 1, dtype=torch.long, device=weight.device)  # (B, 1): the step's input
         self.logits: torch.Tensor | None = None  # (B, V): the step's output
         self.graph = None
+        # A generator using this graph (and its cache) marks it; another generator of the same
+        # model and batch size meanwhile decodes eagerly instead of overwriting the cache.
+        self.in_use = False
         if record:
             with torch.no_grad():
                 self.capture(model)
@@ -102,17 +105,27 @@ def addresses(model) -> tuple:
     return tuple((t.data_ptr(), t.dtype, t.device) for t in tensors)
 
 
+def has_hooks(model) -> bool:
+    """Forward hooks would run while the graph is recorded and never on its replays."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def decode_graph(model, B: int) -> DecodeGraph | None:
     """A recorded one-token step for model at batch B, or None where graphs do not apply (not on
-    CUDA, a model in training mode or with a tap listened to, or recording failed before)."""
+    CUDA, a model in training mode, with a tap listened to or a forward hook installed, a graph
+    of this model and batch size in use by another generator, or recording failed before)."""
     weight = model.wte.weight
-    if weight.device.type != "cuda" or model.training or model.taps.listeners or model in unrecordable:
+    if weight.device.type != "cuda" or model.training or model.taps.listeners or model.taps.observers \
+            or model in unrecordable or has_hooks(model):
         return None
     graphs = recorded.setdefault(model, OrderedDict())
     key = (B, addresses(model))
     if key in graphs:
         graphs.move_to_end(key)
-        return graphs[key]
+        return None if graphs[key].in_use else graphs[key]
     for old in [k for k in graphs if k[1] != key[1]]:
         del graphs[old]  # recorded for weights that no longer live there
     try:

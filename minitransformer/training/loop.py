@@ -322,8 +322,8 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     """
     started = budget.now() if started is None else started
     cfg = config.train
-    if pause_after is not None and pause_after < 1:
-        raise UserError(f"--pause-after must be at least 1 step, got {pause_after}")
+    if pause_after is not None and (isinstance(pause_after, bool) or not isinstance(pause_after, int) or pause_after < 1):
+        raise UserError(f"--pause-after must be a whole number of steps, at least 1; got {pause_after!r}")
     if resume and init_from is not None:
         raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
     out_dir = Path(cfg.out_dir)
