@@ -165,7 +165,7 @@ def test_sigterm_while_preparing_data_exits_130_and_leaves_nothing(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=HANG_S)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
-    assert sorted(path.name for path in out.iterdir()) == []
+    assert not out.exists()  # the folder it made, empty, goes too: nothing is left
 
 
 def test_an_error_on_a_rank_other_than_0_is_printed_by_that_rank(monkeypatch, capsys):

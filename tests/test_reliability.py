@@ -233,7 +233,7 @@ def write_json(path, change):
 
 
 @pytest.mark.parametrize("damage, fragment", [
-    (lambda ckpt: write_json(ckpt / "tokenizer.json", lambda d: d.update(chars=d["chars"][:10])), "tokenizer.json has 10 tokens"),
+    (lambda ckpt: write_json(ckpt / "tokenizer.json", lambda d: d.update(chars=d["chars"][:10])), "tokenizer.json does not belong to the weights"),
     (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_embd=64)), "does not describe"),
     (lambda ckpt: write_json(ckpt / "config.json", lambda d: d["model"].update(n_layer=3)), "does not describe"),
     # The same tensor shapes, another function: only the recorded digest tells.
@@ -299,7 +299,7 @@ def test_ctrl_c_during_data_preparation_exits_130_and_leaves_nothing_half_writte
     monkeypatch.setattr("minitransformer.training.data.write_splits", interrupted)
     assert train_tiny(tmp_path / "run") == 130
     assert "Traceback" not in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+    assert not (tmp_path / "run").exists()  # the folder it made, empty, goes too
 
 
 @pytest.mark.parametrize("during_interrupt", [True, False])
@@ -324,7 +324,7 @@ def test_an_error_left_by_an_interrupt_is_the_interrupt_and_any_other_is_a_bug(d
     else:
         with pytest.raises(RuntimeError, match="release unlocked lock"):
             train_tiny(tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+    assert not (tmp_path / "run").exists()  # the folder it made, empty, goes too
 
 
 def test_ctrl_c_during_saving_keeps_the_previous_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):

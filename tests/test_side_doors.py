@@ -196,3 +196,20 @@ def test_out_given_empty_on_the_command_line_is_refused(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", ""]) == 2
     assert "out_dir is empty" in error_line(capsys) and not list(tmp_path.iterdir())
+
+
+def test_tokenize_merges_output_is_bounded_for_long_chunks_and_texts(capsys):
+    assert main(["tokenize", "gpt2", "a" * 20_000, "--merges"]) == 0
+    out = capsys.readouterr().out
+    assert "too long to show merge by merge" in out and len(out) < 200_000
+    assert main(["tokenize", "gpt2", "the kingdom of heaven " * 2000, "--merges"]) == 0
+    out = capsys.readouterr().out
+    assert "are not shown" in out and out.count("\n") < 10_000
+
+
+def test_a_refused_start_leaves_no_empty_run_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(out), "--set",
+                 "data.tokenizer=BPE"]) == 2
+    assert "BPE" in error_line(capsys)
+    assert not (tmp_path / "new").exists()  # neither the run folder nor the parent made for it

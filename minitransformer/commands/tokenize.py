@@ -46,9 +46,28 @@ def tokenize(source: str, text: str, merges: bool = False, say=print) -> list[in
     if merges:
         if not isinstance(tokenizer, EncodingTokenizer):
             raise UserError("--merges shows byte-level BPE merges; this tokenizer has one token per character")
+        shown = 0
         for chunk in split_into_chunks(text, tokenizer.pattern):
-            say(f"chunk {readable(chunk.encode('utf-8'))}:")
-            for rank, parts in merge_steps(chunk.encode("utf-8"), tokenizer.ranks):
+            data = chunk.encode("utf-8")
+            if shown >= MAX_MERGE_LINES:
+                say(f"... the merges of the remaining chunks are not shown (the first {MAX_MERGE_LINES:,} lines are); "
+                    "the tokens above are the whole text's")
+                break
+            if len(data) > MAX_CHUNK_BYTES:
+                # Each merge reprints the chunk: a chunk of n bytes would print about n * n / 2 pieces.
+                say(f"chunk {readable(data[:24])}... ({len(data):,} bytes): too long to show merge by merge (more "
+                    f"than {MAX_CHUNK_BYTES}); its tokens are among those above")
+                shown += 1
+                continue
+            say(f"chunk {readable(data)}:")
+            for rank, parts in merge_steps(data, tokenizer.ranks):
                 step = "  bytes     " if rank is None else f"  merge {rank:>5}"
                 say(f"{step}: {' | '.join(readable(part) for part in parts)}")
+                shown += 1
     return ids
+
+
+# --merges prints every merge of a chunk with the chunk's pieces: bounded, so that a long text
+# (or one long chunk: 20,000 a's) prints a readable amount and finishes at once.
+MAX_CHUNK_BYTES = 200
+MAX_MERGE_LINES = 2000

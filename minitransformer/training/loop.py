@@ -52,7 +52,7 @@ from .optim import lr_at, set_learning_rate
 from ..machine.files import leftovers
 from . import budget
 from .budget import Clock, evaluation_due, forecast, position
-from .run_folder import RunLock, append_metrics, check_ours, make_run_folder
+from .run_folder import RunLock, append_metrics, check_ours, make_run_folder, remove_own_lock
 from .setup import Run, restore_run, start_run
 
 
@@ -337,6 +337,8 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     finished = False
     quiet = quiet or not ranks.main  # under torchrun, rank 0 alone speaks
     say = Printer((lambda message: None) if quiet else print)
+    # The folders this training makes (out_dir and any missing parents), outermost last.
+    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()] if ranks.main else []
     try:
         if ranks.main:
             make_run_folder(out_dir)
@@ -386,8 +388,22 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
                 say(note)
         finished = True
         return result
+    except BaseException:
+        if ranks.main:  # a Ctrl-C between creating run.lock and writing our pid in it leaves it behind
+            remove_own_lock(out_dir, empty_too=bool(made))
+        for folder in made:  # a refused start leaves no empty folder of ours behind
+            remove_if_empty(folder)
+        raise
     finally:
         stop_distributed(finished)
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove a folder this training made, if nothing was written into it."""
+    try:
+        folder.rmdir()  # fails on a folder that holds anything
+    except OSError:
+        pass
 
 
 def resume_command(out_dir: Path, ranks: Ranks) -> str:

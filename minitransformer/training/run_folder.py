@@ -187,6 +187,18 @@ class RunLock:
         self.descriptor = None
 
 
+def remove_own_lock(out_dir: Path, empty_too: bool) -> None:
+    """Remove run.lock if it holds this process's pid (or nothing, when empty_too: the folder is
+    this process's own, made by it), after a start that failed or was interrupted midway."""
+    path = out_dir / LOCK_FILE
+    try:
+        if path.is_file() and not path.is_symlink() and path.read_text().strip() in (
+                (str(os.getpid()), "") if empty_too else (str(os.getpid()),)):
+            path.unlink()
+    except OSError:
+        pass
+
+
 def append_metrics(path: Path, row: dict) -> None:
     """Add a row at the end of metrics.jsonl, never through a symbolic link."""
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_FOLLOW, 0o666)
