@@ -213,3 +213,78 @@ def test_a_refused_start_leaves_no_empty_run_folder(tmp_path, capsys):
                  "data.tokenizer=BPE"]) == 2
     assert "BPE" in error_line(capsys)
     assert not (tmp_path / "new").exists()  # neither the run folder nor the parent made for it
+
+
+@pytest.mark.parametrize("damage", ["past-vocabulary", "odd-size", "empty"])
+def test_heads_checks_the_validation_split_as_training_does(tiny_run, tmp_path, capsys, damage):
+    import shutil
+
+    import numpy as np
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    val = run / "data" / "val.bin"
+    tokens = np.fromfile(val, dtype=np.uint16)
+    if damage == "past-vocabulary":
+        tokens[5] = 9999
+        tokens.tofile(val)
+    elif damage == "odd-size":
+        val.write_bytes(val.read_bytes()[:-1])
+    else:
+        val.write_bytes(b"")
+    assert main(["heads", str(run), "--batches", "1"]) == 2
+    assert "does not match its meta.json" in error_line(capsys)
+
+
+def test_heads_measures_in_batches_whatever_their_number(tiny_run):
+    """The losses are means over batches of 8 windows, one batch in memory at a time: 3 batches give
+    the mean of the 3 batches' own losses."""
+    import torch
+
+    from minitransformer import load_model
+    from minitransformer.activations import ablation_losses
+    from minitransformer.commands.heads import BATCH, held_out_tokens, rank_heads
+    from minitransformer.training.data import get_batch
+
+    rises = rank_heads(str(tiny_run), batches=3, say=lambda line: None)
+    model, tokenizer = load_model(str(tiny_run))
+    tokens, _ = held_out_tokens(str(tiny_run), None, tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    each = [ablation_losses(model, *get_batch(tokens, BATCH, model.config.block_size, generator, torch.device("cpu")))
+            for _ in range(3)]
+    expected = sum(losses - base for base, losses in each) / 3
+    torch.testing.assert_close(rises, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cpu:7", "cuda:99"])
+def test_a_device_that_does_not_exist_is_said_to_be_that(tiny_run, capsys, name):
+    assert main(["sample", "--checkpoint", str(tiny_run), "--device", name, "--max-new-tokens", "2"]) == 2
+    err = error_line(capsys)
+    assert name in err and "damaged" not in err
+
+
+def test_windows_is_refused_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert main(["train"]) == 2
+    assert "WSL" in error_line(capsys)
+
+
+def test_bench_remeasure_measures_the_peak_again(monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(device, "best_seconds", lambda work, dev, repeats=2, warmups=1: calls.append(1) or 1.0)
+    device.remember(f"{device.machine_key(torch.device('cpu'))}; matmul peak float32", 5e10)
+    assert device.matmul_peak(torch.float32, torch.device("cpu")) == 5e10 and not calls
+    device.matmul_peak(torch.float32, torch.device("cpu"), remeasure=True)
+    assert calls
+
+
+def test_previous_copies_survive_a_copy_that_vanishes_meanwhile(tmp_path, monkeypatch):
+    from minitransformer.machine import files
+
+    gone = tmp_path / f".last.{1}.abc.{files.PREVIOUS}"
+    kept = tmp_path / f".last.{2}.def.{files.PREVIOUS}"
+    kept.mkdir()
+    monkeypatch.setattr(files, "own_leftovers", lambda folder, kind, name=None: iter([gone, kept]))
+    assert files.previous_copies(tmp_path / "last") == [kept]

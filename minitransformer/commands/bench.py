@@ -77,7 +77,7 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print, 
             f"{m.block_size}, batch {cfg.batch_size} x {cfg.grad_accum}; device {device}, {torch.get_num_threads()} threads")
         seconds = measure_training(run, steps)
         tokens_per_s = cfg.batch_size * cfg.grad_accum * m.block_size / seconds
-        peak = matmul_peak(run.dtype, device)
+        peak = matmul_peak(run.dtype, device, remeasure)
         mfu = tokens_per_s * flops_per_token(m) / peak
         dtype_name = str(run.dtype).removeprefix("torch.")
         say(f"training: {tokens_per_s:,.0f} tokens/s ({seconds * 1000:.0f} ms a step) in {dtype_name}; "

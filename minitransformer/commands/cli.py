@@ -283,6 +283,11 @@ def interrupted_during(error: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.platform == "win32":
+        # The run lock (os.pread, advisory locks) and the check that a process still runs
+        # (os.kill(pid, 0)) do not exist or mean something else on Windows.
+        report("error: minitransformer runs on Linux and macOS; on Windows, run it in WSL (Windows Subsystem for Linux)")
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     readable_text(args)

@@ -24,7 +24,7 @@ from ..inspection import shade
 from ..machine.device import choose_device
 from ..machine.files import check_output_file
 from ..training.corpus import SHIPPED_CORPUS, read_corpus
-from ..training.data import get_batch, read_meta
+from ..training.data import bins_match, get_batch, read_meta
 
 BATCH = 8  # windows per batch
 
@@ -35,6 +35,12 @@ def held_out_tokens(checkpoint: str, corpus: str | None, tokenizer) -> tuple[np.
         for folder in (Path(checkpoint), Path(checkpoint).parent):
             meta = read_meta(folder / "data")
             if meta is not None and meta["tokenizer"] == tokenizer.describe() and (folder / "data" / "val.bin").is_file():
+                # The checks training makes before it reuses the data: sizes as meta.json says, every id
+                # within the vocabulary (a damaged val.bin would index past the embedding).
+                if not bins_match(folder / "data", meta, tokenizer.vocab_size):
+                    raise UserError(f"{folder / 'data'} does not match its meta.json (a file's size, or a token id past "
+                                    "the vocabulary); delete that data/ folder (the next training prepares it again), "
+                                    "or pass --corpus FILE")
                 return np.memmap(folder / "data" / "val.bin", dtype=meta["dtype"], mode="r"), f"{folder / 'data'}'s validation split"
         corpus = SHIPPED_CORPUS
     text = read_corpus(corpus)
@@ -67,11 +73,14 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
     if len(tokens) <= T:
         raise UserError(f"{source} has {len(tokens)} tokens, too few for windows of {T}; give a longer --corpus")
     generator = torch.Generator().manual_seed(0)
-    pairs = [get_batch(tokens, BATCH, T, generator, torch_device) for _ in range(batches)]
-    x, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])  # (batches * BATCH, T) each
-    base, losses = ablation_losses(model, x, y, how)
+    # One batch of BATCH windows at a time, averaged: memory stays that of one batch, however many.
+    base, losses = 0.0, torch.zeros(model.config.n_layer, model.config.n_head)
+    for _ in range(batches):
+        x, y = get_batch(tokens, BATCH, T, generator, torch_device)  # (BATCH, T) each
+        batch_base, batch_losses = ablation_losses(model, x, y, how)
+        base, losses = base + batch_base / batches, losses + batch_losses.cpu() / batches
     rises = losses - base  # (L, H)
-    say(f"loss on {len(x)} windows of {T} tokens from {source}: {base:.4f}; with one head ablated ({how}):")
+    say(f"loss on {batches * BATCH} windows of {T} tokens from {source}: {base:.4f}; with one head ablated ({how}):")
     order = sorted(((rises[l, h].item(), l, h) for l in range(rises.shape[0]) for h in range(rises.shape[1])), reverse=True)
     for rank, (rise, layer, head) in enumerate(order, 1):
         say(f"{rank:>4}. head {layer}.{head}: {losses[layer, head]:.4f} ({rise:+.4f})")

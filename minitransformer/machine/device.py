@@ -37,6 +37,12 @@ def choose_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise UserError(f"device {name!r}: the CPU has no numbered devices (all cores work together); use --device cpu")
+    if device.type == "cuda" and device.index is not None and torch.cuda.is_available() \
+            and device.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r} does not exist: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -214,11 +220,12 @@ PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
 MIN_PEAK = 1e6  # FLOP/s: below any real machine's; a remembered peak below it is measured again
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
-    """Measured FLOP/s of a large matrix product in dtype on device (remembered per machine)."""
+def matmul_peak(dtype: torch.dtype, device: torch.device, remeasure: bool = False) -> float:
+    """Measured FLOP/s of a large matrix product in dtype on device (remembered per machine;
+    remeasure: measure it again, as `bench --remeasure` asks)."""
     key = f"{machine_key(device)}; matmul peak {str(dtype).removeprefix('torch.')}"
     peak = read_cache().get(key)
-    if positive(peak) and peak >= MIN_PEAK:  # a damaged entry (1e-320) would make MFU infinite
+    if positive(peak) and peak >= MIN_PEAK and not remeasure:  # a damaged entry (1e-320) would make MFU infinite
         return float(peak)
     # A generator of its own: drawing from torch's global one would change a training's dropout
     # masks depending on whether this was measured in the same process or read from the cache.

@@ -124,7 +124,14 @@ def leftovers(folder: Path) -> list[Path]:
 
 def previous_copies(path: Path) -> list[Path]:
     """Folders that a crash between the two renames of a replacement left for path, newest first."""
-    return sorted(own_leftovers(path.parent, PREVIOUS, path.name), key=lambda p: p.stat().st_mtime, reverse=True)
+    def modified(copy: Path) -> float:
+        try:
+            return copy.stat().st_mtime
+        except OSError:  # gone meanwhile (another process's save removed its own copy)
+            return -1.0
+
+    dated = [(modified(copy), copy) for copy in own_leftovers(path.parent, PREVIOUS, path.name)]
+    return [copy for when, copy in sorted(dated, reverse=True) if when >= 0]
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
