@@ -288,3 +288,28 @@ def test_previous_copies_survive_a_copy_that_vanishes_meanwhile(tmp_path, monkey
     kept.mkdir()
     monkeypatch.setattr(files, "own_leftovers", lambda folder, kind, name=None: iter([gone, kept]))
     assert files.previous_copies(tmp_path / "last") == [kept]
+
+
+@pytest.mark.parametrize("setting", ["data.tokenizer=gpt2", "data.val_fraction=0.2"])
+def test_resume_refuses_other_data_settings_before_touching_the_data(tiny_run, tmp_path, capsys, setting):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {path.name: path.read_bytes() for path in (run / "data").iterdir()}
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60", "--set", setting]) == 2
+    err = error_line(capsys)
+    assert setting.split("=")[0] in err and "--init-from" in err
+    assert {path.name: path.read_bytes() for path in (run / "data").iterdir()} == before
+
+
+def test_a_damaged_meta_json_is_named_as_such(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = run / "data" / "meta.json"
+    meta.write_text(meta.read_text()[:20])
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
+    err = error_line(capsys)
+    assert "meta.json is damaged" in err and "delete" in err

@@ -76,6 +76,10 @@ def check_data_folder(data_dir: Path) -> None:
         return
     names = sorted(path.name for path in data_dir.iterdir())
     foreign = [name for name in names if name not in DATA_FILES]
+    if not foreign and "meta.json" in names and read_meta(data_dir) is None:
+        raise UserError(f"{data_dir / 'meta.json'} is damaged, or minitransformer did not write it (it does not say "
+                        "what the bins hold), so the files beside it cannot be told apart from files of yours; if that "
+                        f"folder is the run's own, delete {data_dir} and it is prepared again")
     if not foreign and names and read_meta(data_dir) is None:
         foreign = [name for name in names if name != "meta.json"] or names  # bins or a meta.json not ours
     if foreign:

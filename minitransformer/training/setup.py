@@ -219,6 +219,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         raise
     except Exception as error:  # a state.pt that is not this run's: missing entries, other shapes
         raise damaged(checkpoint.path, error)
+    check_same_data(checkpoint.run_config.get("data", {}), config, out_dir)
     dataset = run_data(config, out_dir, say, None, ranks, progress)
     model_config = model_config_for(config, dataset)
     if checkpoint.model_config != model_config:
@@ -243,6 +244,22 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
     if scaler_state is not None and run.scaler.is_enabled():
         run.scaler.load_state_dict(scaler_state)  # the loss scale it had reached, not 65536 again
     return run
+
+
+# The data settings that decide the tokens a run trains on (vocab_size only for a learned BPE).
+DATA_KEYS = ("corpus", "tokenizer", "val_fraction", "split", "vocab_size")
+
+
+def check_same_data(saved: dict, config: RunConfig, out_dir: Path) -> None:
+    """Refuse, before the data folder is touched, a resume whose data settings differ from the run's."""
+    current = asdict(config.data)
+    for key in DATA_KEYS:
+        if key == "vocab_size" and current["tokenizer"] != "bpe":
+            continue
+        if key in saved and saved[key] != current[key]:
+            raise UserError(f"--resume with data.{key} = {current[key]!r}: the run in {out_dir} was trained with "
+                            f"{saved[key]!r}, and its model and data cannot change their tokens on the way; resume "
+                            f"without that setting, or start a new run with --init-from {out_dir}")
 
 
 def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict]) -> None:
