@@ -12,9 +12,11 @@ Design choices:
 - Context managers over the same names, so one vocabulary serves looking and changing; the
   model's code is not edited and is restored when the block ends (attention runs on the explicit
   path inside, whatever the config says).
-- Mean ablation replaces a head's output (or an MLP's) by its mean over the batch and the
-  positions of the same pass: the head then says "the usual thing" instead of nothing, which
-  separates what it adds for this input from its constant offset.
+- Mean ablation replaces a head's output (or an MLP's) by its mean over a *reference* pass (token
+  ids given once, e.g. windows of the validation text), taken when the block starts: the head then
+  says "the usual thing" instead of nothing, which separates what it adds for this input from its
+  constant offset. A mean over the pass being ablated would let position t see later positions
+  (no longer causal), and in cached generation (one position a pass) it would be the output itself.
 """
 
 from contextlib import contextmanager
@@ -104,23 +106,42 @@ def check_heads_and_mlps(model: GPT, heads, mlps) -> tuple[set[tuple[int, int]],
     return heads, mlps
 
 
-def replacement(tensor: torch.Tensor, how: str) -> torch.Tensor:
-    """What an ablated output (B, T, ...) becomes: zeros, or its mean over batch and positions."""
-    if how == "zero":
+def replacement(tensor: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+    """What an ablated output (B, T, ...) becomes: zeros, or the reference pass's mean (...)."""
+    if mean is None:
         return torch.zeros_like(tensor)
-    return tensor.mean(dim=(0, 1), keepdim=True).expand_as(tensor)
+    return mean.to(tensor.dtype).expand_as(tensor)
+
+
+@torch.no_grad()
+def reference_means(model: GPT, reference: torch.Tensor, heads, mlps) -> dict[str, torch.Tensor]:
+    """Each ablated output's mean over the reference pass's batch and positions: a head's (D,), an
+    MLP's (C,), by the name of its tap and the head."""
+    names = sorted({f"blocks.{layer}.attn.heads" for layer, _ in heads} | {f"blocks.{layer}.mlp.out" for layer in mlps})
+    with record(model, names) as passes:
+        model(reference)
+    means = {f"blocks.{layer}.attn.heads.{head}": passes[0][f"blocks.{layer}.attn.heads"][:, head].mean(dim=(0, 1))
+             for layer, head in heads}  # (B, T, D) -> (D,)
+    means.update({f"blocks.{layer}.mlp.out": passes[0][f"blocks.{layer}.mlp.out"].mean(dim=(0, 1)) for layer in mlps})
+    return means
 
 
 @contextmanager
-def ablate(model: GPT, heads=(), mlps=(), how: str = "zero"):
+def ablate(model: GPT, heads=(), mlps=(), how: str = "zero", reference: torch.Tensor | None = None):
     """Inside the block, the given heads (pairs (layer, head)) and MLPs (layers) are switched off.
 
     A head's output (its slice of blocks.L.attn.heads, (B, T, D)) or an MLP's output
-    (blocks.L.mlp.out, (B, T, C)) becomes zeros (how="zero") or its mean (how="mean").
+    (blocks.L.mlp.out, (B, T, C)) becomes zeros (how="zero") or, with how="mean", its mean over a
+    reference pass on `reference` (token ids (B, T), run once when the block starts).
     """
     if how not in ABLATIONS:
         raise UserError(f"ablation {how!r} is not known; choose one of {list(ABLATIONS)}")
+    if (how == "mean") != (reference is not None):
+        raise UserError("how='mean' takes the means from reference=token ids (B, T), e.g. windows of the validation "
+                        "text, and how='zero' takes no reference" if how == "mean" else
+                        "reference= is for how='mean' (zero ablation needs no reference)")
     heads, mlps = check_heads_and_mlps(model, heads, mlps)
+    means = reference_means(model, reference, heads, mlps) if how == "mean" else {}
 
     def switch_off(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         parts = name.split(".")  # blocks, L, attn|mlp, heads|out
@@ -130,10 +151,10 @@ def ablate(model: GPT, heads=(), mlps=(), how: str = "zero"):
         if parts[2:] == ["attn", "heads"] and any(l == layer for l, _ in heads):
             out = tensor.clone()  # (B, H, T, D)
             for head in sorted(h for l, h in heads if l == layer):
-                out[:, head] = replacement(tensor[:, head], how)  # (B, T, D)
+                out[:, head] = replacement(tensor[:, head], means.get(f"{name}.{head}"))  # (B, T, D)
             return out
         if parts[2:] == ["mlp", "out"] and layer in mlps:
-            return replacement(tensor, how)  # (B, T, C)
+            return replacement(tensor, means.get(name))  # (B, T, C)
         return None
 
     with listening(model, switch_off):
@@ -213,8 +234,10 @@ def lens_table(rows: list[dict], width: int = 6) -> str:
 
 
 @torch.no_grad()
-def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "zero") -> tuple[float, torch.Tensor]:
-    """The loss on (x, y) (B, T each) and the loss with each head ablated in turn: (base, (L, H))."""
+def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "zero",
+                    reference: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+    """The loss on (x, y) (B, T each) and the loss with each head ablated in turn: (base, (L, H)).
+    how="mean" takes each head's mean from a pass on reference (ablate)."""
     def loss() -> float:
         logits, _ = model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
@@ -224,6 +247,6 @@ def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "ze
         base = loss()
         for layer in range(model.config.n_layer):
             for head in range(model.config.n_head):
-                with ablate(model, heads=[(layer, head)], how=how):
+                with ablate(model, heads=[(layer, head)], how=how, reference=reference):
                     losses[layer, head] = loss()
     return base, losses

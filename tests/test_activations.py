@@ -107,12 +107,33 @@ def test_ablating_an_mlp_and_mean_ablation():
         by_hand.blocks[0].mlp.c_proj.weight.zero_()
         by_hand.blocks[0].mlp.c_proj.bias.zero_()
         assert_close(ablated, by_hand(idx)[0], **TOL)
+    reference = torch.randint(0, 37, (3, 9))
     with record(model, ["blocks.0.attn.heads"]) as passes, torch.no_grad():
-        model(idx)
-    mean = passes[0]["blocks.0.attn.heads"][:, 1].mean(dim=(0, 1))  # (D,): head 1's mean output
-    with ablate(model, heads=[(0, 1)], how="mean"), record(model, ["blocks.0.attn.heads"]) as after, torch.no_grad():
+        model(reference)
+    mean = passes[0]["blocks.0.attn.heads"][:, 1].mean(dim=(0, 1))  # (D,): head 1's mean output on the reference
+    with ablate(model, heads=[(0, 1)], how="mean", reference=reference), record(model, ["blocks.0.attn.heads"]) as after, \
+            torch.no_grad():
         model(idx)
     assert_close(after[0]["blocks.0.attn.heads"][:, 1], mean.expand(2, 7, -1), **TOL)
+
+
+def test_mean_ablation_is_causal_and_ablates_in_cached_generation():
+    """The means come from a reference pass: changing only the last token changes no earlier
+    position's logits, and generating with the cache (one position a pass) still ablates."""
+    from minitransformer import generate
+
+    model = model_for("learned").eval()
+    reference = torch.randint(0, 37, (4, 12))
+    idx = torch.randint(0, 37, (1, 8))
+    other = idx.clone()
+    other[0, -1] = (idx[0, -1] + 1) % 37
+    with ablate(model, heads=[(0, 1), (1, 0)], mlps=[0], how="mean", reference=reference), torch.no_grad():
+        first, second = model(idx)[0], model(other)[0]
+        ablated_text = generate(model, idx[:, :3], 12, temperature=0.0)
+    assert torch.equal(first[:, :-1], second[:, :-1])
+    assert not torch.equal(ablated_text, generate(model, idx[:, :3], 12, temperature=0.0))
+    with pytest.raises(UserError, match="reference"), ablate(model, heads=[(0, 1)], how="mean"):
+        pass
 
 
 @pytest.mark.parametrize("bad", [dict(heads=[(2, 0)]), dict(heads=[(0, 4)]), dict(mlps=[-1]), dict(how="half")])

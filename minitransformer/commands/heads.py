@@ -73,11 +73,13 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
     if len(tokens) <= T:
         raise UserError(f"{source} has {len(tokens)} tokens, too few for windows of {T}; give a longer --corpus")
     generator = torch.Generator().manual_seed(0)
+    # Mean ablation's means come from windows of their own, never from the pass being measured.
+    reference = get_batch(tokens, BATCH, T, torch.Generator().manual_seed(1), torch_device)[0] if how == "mean" else None
     # One batch of BATCH windows at a time, averaged: memory stays that of one batch, however many.
     base, losses = 0.0, torch.zeros(model.config.n_layer, model.config.n_head)
     for _ in range(batches):
         x, y = get_batch(tokens, BATCH, T, generator, torch_device)  # (BATCH, T) each
-        batch_base, batch_losses = ablation_losses(model, x, y, how)
+        batch_base, batch_losses = ablation_losses(model, x, y, how, reference)
         base, losses = base + batch_base / batches, losses + batch_losses.cpu() / batches
     rises = losses - base  # (L, H)
     say(f"loss on {batches * BATCH} windows of {T} tokens from {source}: {base:.4f}; with one head ablated ({how}):")

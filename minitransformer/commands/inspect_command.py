@@ -26,6 +26,8 @@ from ..inspection import (break_in_attention, capture_attention, heatmap, manual
                           top_attended)
 from ..machine.device import choose_device
 from ..machine.files import check_output_file
+from ..training.data import get_batch
+from .heads import BATCH, held_out_tokens
 
 LABEL_WIDTH = 6  # characters of a token's text shown in labels; BPE tokens can be long
 
@@ -95,12 +97,13 @@ def prompt_loss(logits: torch.Tensor, ids: list[int]) -> float | None:
     return F.cross_entropy(logits[0, :-1].float(), targets).item()
 
 
-def show_ablation(model, idx: torch.Tensor, ids: list[int], ablations: list[str], how: str, label) -> None:
+def show_ablation(model, idx: torch.Tensor, ids: list[int], ablations: list[str], how: str, label,
+                  reference: torch.Tensor | None = None) -> None:
     """Print the next-token distribution and the prompt's loss with and without the ablation."""
     heads, mlps = parse_ablations(ablations, model.config.n_layer, model.config.n_head)
     with manual_attention(model), torch.no_grad():
         before, _ = model(idx)  # (1, T, V)
-        with ablate(model, heads, mlps, how):
+        with ablate(model, heads, mlps, how, reference):
             after, _ = model(idx)
     what = ", ".join([f"head {layer}.{head}" for layer, head in heads] + [f"MLP {layer}" for layer in mlps])
     print(f"ablating {what} ({how}):")
@@ -183,7 +186,13 @@ def inspect_model(
 
     label = lambda i: token_label(tokenizer, i)  # noqa: E731
     if ablations:
-        show_ablation(model, idx, ids, ablations, how, label)
+        reference = None
+        if how == "mean":  # the means come from held-out text, never from the prompt itself
+            tokens, source = held_out_tokens(checkpoint, None, tokenizer)
+            width = min(config.block_size, 256, len(tokens) - 1)
+            reference = get_batch(tokens, BATCH, width, torch.Generator().manual_seed(1), torch_device)[0]
+            print(f"mean ablation: the means come from {BATCH} windows of {width} tokens of {source}")
+        show_ablation(model, idx, ids, ablations, how, label, reference)
         return
     if lens:
         print(lens_table(lens_rows(logit_lens(model, idx), ids, label)))
