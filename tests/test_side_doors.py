@@ -313,3 +313,14 @@ def test_a_damaged_meta_json_is_named_as_such(tiny_run, tmp_path, capsys):
     assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=60"]) == 2
     err = error_line(capsys)
     assert "meta.json is damaged" in err and "delete" in err
+
+
+def test_an_import_that_cannot_write_says_to_run_it_again_not_to_resume(tiny_run, tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    assert main(["export-gpt2", str(tiny_run), "--out", str(tmp_path / "hf")]) == 0
+    monkeypatch.setattr("minitransformer.formats.checkpoint.save_file", full)
+    assert main(["import-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 2
+    err = error_line(capsys)
+    assert "run the command again" in err and "--resume" not in err

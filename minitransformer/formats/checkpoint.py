@@ -105,7 +105,8 @@ def save_checkpoint(
     except Exception as error:  # OSError, and torch's and safetensors' own errors for a full disk
         raise UserError(
             f"could not save the checkpoint {path} ({short_cause(error)}); the previous checkpoint is intact; "
-            "free some disk space or fix the folder's permissions, then resume with --resume"
+            "free some disk space or fix the folder's permissions, then "
+            + ("resume with --resume" if train_state is not None else "run the command again")
         )
 
 
