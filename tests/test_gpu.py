@@ -109,10 +109,12 @@ def test_graphs_per_model_stay_bounded():
     assert len(recorded[model]) == 1
 
 
-@pytest.mark.parametrize("optimizer, compiled", [("adamw", False), ("muon", False), ("muon", True)])
-def test_a_training_step_never_waits_for_the_gpu(run_dir, optimizer, compiled):
-    """torch.cuda.set_sync_debug_mode("error") turns every host synchronisation into an error."""
-    run = tiny_run_object(run_dir, "bfloat16", "cuda", f"train.optimizer={optimizer}",
+@pytest.mark.parametrize("optimizer, compiled, dtype", [("adamw", False, "bfloat16"), ("muon", False, "bfloat16"),
+                                                       ("muon", True, "bfloat16"), ("muon", False, "float16")])
+def test_a_training_step_never_waits_for_the_gpu(run_dir, optimizer, compiled, dtype):
+    """torch.cuda.set_sync_debug_mode("error") turns every host synchronisation into an error
+    (float16: the gradient scaler hands Muon its overflow flag on the device)."""
+    run = tiny_run_object(run_dir, dtype, "cuda", f"train.optimizer={optimizer}",
                           f"train.compile={'true' if compiled else 'false'}")
     for _ in range(3):  # warm-up: compiling, allocating, loading kernels
         train_step(run)

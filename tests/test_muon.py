@@ -110,3 +110,31 @@ def test_newton_schulz_runs_in_the_dtype_it_is_given(monkeypatch):
     weight.grad = torch.randn(8, 16)
     Muon([weight], ns_dtype=torch.float32).step()
     assert seen and set(seen) == {torch.float32}
+
+
+def test_under_the_float16_scaler_muon_skips_an_overflowed_step_on_the_device():
+    """GradScaler hands Muon the overflow flag (no host read): a finite step equals the plain one
+    on unscaled gradients; an overflowed one changes no weight and no momentum."""
+    assert Muon._step_supports_amp_scaling
+    ours, plain = parameters(3), parameters(3)
+    mine, reference = Muon(ours), Muon(plain)
+    scale = torch.tensor(1024.0)
+    for overflow in (False, True, False):
+        generator = torch.Generator().manual_seed(7)
+        for a, b in zip(ours, plain):
+            b.grad = torch.randn(b.shape, generator=generator)
+            a.grad = b.grad * scale
+        if overflow:
+            ours[0].grad[0, 0] = float("inf")
+        before = [p.detach().clone() for p in ours]
+        buffers = [mine.state[p]["momentum_buffer"].clone() for p in ours if p in mine.state]
+        mine.found_inf, mine.grad_scale = torch.tensor(float(overflow)), scale  # what GradScaler.step sets
+        mine.step()
+        del mine.found_inf, mine.grad_scale
+        if overflow:
+            assert all(torch.equal(a, b) for a, b in zip(ours, before))
+            assert all(torch.equal(mine.state[p]["momentum_buffer"], b) for p, b in zip(ours, buffers))
+        else:
+            reference.step()
+            for a, b in zip(ours, plain):
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -82,12 +82,19 @@ class Muon(torch.optim.Optimizer):
                 if p.dim() != 2:
                     raise ValueError(f"Muon updates matrices only; got a parameter of shape {tuple(p.shape)}")
 
+    # float16 training's GradScaler hands this optimizer the scale and an overflow flag (grad_scale,
+    # found_inf, 0-d tensors on the device) instead of reading the flag on the host to skip the step:
+    # the step is then applied or not on the device, and the host never waits (torch.optim's
+    # fused AdamW does the same).
+    _step_supports_amp_scaling = True
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:  # the Optimizer contract: re-evaluate the loss first, if asked
             with torch.enable_grad():
                 loss = closure()
+        keep, inverse_scale = scaler_flags(self)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -96,12 +103,15 @@ class Muon(torch.optim.Optimizer):
                 if "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             grads = [p.grad for p in params]
+            if keep is not None:  # the scaler's step: unscale, and make an overflowed step's gradients 0
+                grads = [torch.where(keep > 0, g * inverse_scale, 0.0) for g in grads]
             buffers = [self.state[p]["momentum_buffer"] for p in params]
             momentum, lr = group["momentum"], group["lr"]
-            torch._foreach_lerp_(buffers, grads, 1 - momentum)  # buf = momentum * buf + (1 - momentum) * grad
+            # buf = momentum * buf + (1 - momentum) * grad
+            scaled_lerp_(buffers, grads, 1 - momentum, keep)
             # Nesterov: step along the gradient plus the momentum it is about to add.
             updates = list(torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers)
-            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])  # decoupled weight decay, all at once
+            scaled_mul_(params, lr * group["weight_decay"], keep)  # decoupled weight decay, all at once
             # A tall matrix's update is orthogonalised as its transpose, so tall and wide matrices
             # of transposed shapes (an MLP's c_fc and c_proj) share one batch.
             by_shape = defaultdict(list)
@@ -118,8 +128,48 @@ class Muon(torch.optim.Optimizer):
             for i, p in enumerate(params):
                 by_scale[lr_scale(p.shape)].append(i)
             for scale, members in by_scale.items():
-                torch._foreach_add_([params[i] for i in members], [updates[i] for i in members], alpha=-lr * scale)
+                scaled_add_([params[i] for i in members], [updates[i] for i in members], -lr * scale, keep)
         return loss
+
+
+def scaler_flags(optimizer) -> tuple[torch.Tensor | None, torch.Tensor | float]:
+    """(keep, 1 / scale) from a GradScaler's step: keep is 1.0 or 0.0 on the device (0 when the
+    gradients overflowed); (None, 1.0) outside one. Gradients the scaler already unscaled come
+    with no scale."""
+    found_inf = getattr(optimizer, "found_inf", None)
+    if found_inf is None:
+        return None, 1.0
+    grad_scale = getattr(optimizer, "grad_scale", None)
+    keep = (found_inf == 0).float()  # 0-d, on the device: nothing is read back
+    return keep, 1.0 if grad_scale is None else grad_scale.double().reciprocal().float()
+
+
+def scaled_lerp_(buffers, grads, weight: float, keep) -> None:
+    """buffers += weight * (grads - buffers), times keep when given (0: unchanged)."""
+    if keep is None:
+        torch._foreach_lerp_(buffers, grads, weight)
+    else:
+        for buffer, grad in zip(buffers, grads):
+            buffer.lerp_(grad, weight * keep)
+
+
+def scaled_mul_(params, decay: float, keep) -> None:
+    """params *= 1 - decay (times keep when given)."""
+    if keep is None:
+        torch._foreach_mul_(params, 1 - decay)
+    else:
+        factor = 1 - decay * keep  # 0-d: 1 when the step is skipped
+        for p in params:
+            p.mul_(factor)
+
+
+def scaled_add_(params, updates, alpha: float, keep) -> None:
+    """params += alpha * updates (times keep when given)."""
+    if keep is None:
+        torch._foreach_add_(params, updates, alpha=alpha)
+    else:
+        for p, update in zip(params, updates):
+            p.add_(update * (alpha * keep))
 
 
 def wide(shape: torch.Size) -> tuple[int, int]:
