@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .inspection import listening, manual_attention, observing
+from .inspection import listening, manual_attention
 from .model import GPT
 
 ABLATIONS = ("zero", "mean")
@@ -79,7 +79,7 @@ def record(model: GPT, names=None):
         if wanted(name, names):
             passes[-1][name] = tensor.detach().clone()
 
-    with observing(model, keep):
+    with listening(model, keep, observe=True):
         yield passes
 
 

@@ -48,25 +48,16 @@ def manual_attention(model: GPT):
 
 
 @contextmanager
-def listening(model: GPT, listener):
-    """Add a listener to the model's taps (taps.py) on the explicit attention path, for the block."""
+def listening(model: GPT, listener, observe: bool = False):
+    """Add a listener to the model's taps (taps.py) on the explicit attention path, for the block;
+    observe=True adds it as an observer, which sees each tensor after every listener's change."""
+    added_to = model.taps.observers if observe else model.taps.listeners
     with manual_attention(model):
-        model.taps.listeners.append(listener)
+        added_to.append(listener)
         try:
             yield
         finally:
-            model.taps.listeners.remove(listener)
-
-
-@contextmanager
-def observing(model: GPT, observer):
-    """Add an observer to the model's taps (it sees each tensor after every change), for the block."""
-    with manual_attention(model):
-        model.taps.observers.append(observer)
-        try:
-            yield
-        finally:
-            model.taps.observers.remove(observer)
+            added_to.remove(listener)
 
 
 @contextmanager
@@ -90,7 +81,7 @@ def capture_attention(model: GPT):
                 passes[0] += 1
             maps[layer] = tensor.detach()
 
-    with observing(model, store):
+    with listening(model, store, observe=True):
         yield maps
     if passes[0]:
         warnings.warn(f"capture_attention saw {passes[0] + 1} forward passes and keeps only the last one's "
