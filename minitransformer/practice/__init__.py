@@ -5,7 +5,7 @@
     with practice.use(attention=my_attention):          # every GPT computes with it
         ...
 
-exercises.py holds the exercises (the reference is our own code) and the catalogue of known
+exercises.py holds the exercises (the reference is our own code), mistakes.py the catalogue of known
 mistakes; checker.py checks one function and names the mistake; workspace.py writes the stubs,
 loads the learner's files and puts her functions into the model. The command line's
 `minitransformer practice ...` (commands/practice_command.py) does the same from a shell.
