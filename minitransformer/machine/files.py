@@ -166,9 +166,10 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     try:
         os.chmod(temp, mode)
         write(temp)
+        file_mode, folder_mode = creation_mode(0o666), creation_mode(0o777)
         for inside in temp.rglob("*"):  # some writers (safetensors) make their files private: ours are not
             if not inside.is_symlink():
-                os.chmod(inside, creation_mode(0o777 if inside.is_dir() else 0o666))
+                os.chmod(inside, folder_mode if inside.is_dir() else file_mode)
         fsync_tree(temp)
         if path.is_dir() and not replace:
             path.rmdir()  # raises OSError if anything is in it (callers check before writing)

@@ -431,15 +431,21 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     reported = (time.perf_counter(), state.step, run.train_s)
     if resume:  # a resumed run's first step was evaluated before the run stopped
         clock.evaluated(0.0, state.elapsed_s, state.step)
+    stepped_from = None  # the run's seconds when the last step began (rank 0's, like every reading)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
             state.elapsed_s = run.ranks.from_main(clock.elapsed())  # rank 0's clock decides, for all
+            if stepped_from is not None:
+                # Derived from rank 0's readings, so every rank predicts the same end and stops together.
+                clock.step_s = state.elapsed_s - stepped_from
             if position(clock, step, state.elapsed_s, state.schedule.unit) >= state.schedule.end:
                 break
+            stepped_from = state.elapsed_s
             if not (resume and step == start_step) and \
                     evaluation_due(clock, step, state.elapsed_s, cfg.eval_interval, cfg.time_budget_s):
                 losses = timed_evaluation(run, saved_step)
                 saved_step = step
+                stepped_from = clock.last_eval_at  # the step begins when the evaluation has ended
             elif cfg.time_budget_s > 0:
                 line = forecast(clock, step, state.elapsed_s, state.schedule.end)
                 if line is not None:
@@ -449,12 +455,11 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             if interrupted or (pause_after is not None and step - start_step >= pause_after):
                 stopped_by = ("output closed" if run.say.closed else "interrupt") if interrupted else "pause"
                 break
-            started, before = time.perf_counter(), clock.elapsed()
+            started = time.perf_counter()
             loss = train_step(run)
             # On a GPU this is the time to queue the step; once the queue is full the host waits
             # for the GPU, so over many steps it adds up to the GPU's time (tokens per second).
             run.train_s += time.perf_counter() - started
-            clock.step_s = clock.elapsed() - before
             state.step = step + 1
             check_folder(run)
             if read_every_step or time.perf_counter() - reported[0] >= REPORT_S:
@@ -479,7 +484,7 @@ def timed_evaluation(run: Run, saved_step: int | None) -> dict[str, float]:
     run.state.elapsed_s = begun
     losses = evaluate_and_save(run, saved_step)
     if run.clock.evaluations == 0 and run.config.train.time_budget_s > 0:
-        run.clock.sample_s = sample_seconds(run)
+        run.clock.sample_s = run.ranks.from_main(sample_seconds(run))  # every rank reserves the same
     ended = run.ranks.from_main(run.clock.elapsed())
     run.clock.evaluated(ended - begun, ended, run.state.step)
     return losses
