@@ -6,7 +6,8 @@ Design choices:
   path (`ModelConfig.attention = "manual"`); PyTorch's fused kernel is the second path ("sdpa"),
   chosen explicitly, and tests prove the two agree.
 - Masks are boolean, True where a query may look at a key. Masked scores become -inf, so their
-  softmax weight is exactly 0; a finite stand-in such as -1e4 leaks a little of the future.
+  softmax weight is exactly 0. A finite stand-in (-1e4, -1e9) leaks the future into every row
+  whose real scores fall below it.
 - Queries and keys are rotated here when the model uses rotary positions, because rotary
   encodings act on q and k rather than on the residual stream.
 """
@@ -25,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from typing import TYPE_CHECKING
 
 from .config import ModelConfig
+from .pieces import piece
 from .positional import apply_rotary
 from .taps import Tap, Taps, untapped
 
@@ -137,11 +139,6 @@ class CausalSelfAttention(nn.Module):
     `c_proj` mixes the heads' outputs back into the residual stream (C -> C).
     """
 
-    # True sends every attention module down the written-out path, whatever its config says:
-    # practice.use sets it while a learner's functions stand in for ours (PyTorch's fused kernel
-    # would never call them).
-    written_out = False
-
     def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
         self.layer = layer  # which slot of a KVCache this module reads and writes
@@ -162,13 +159,16 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
+        # Each piece is ours, or a learner's under practice.use (pieces.py).
+        split, rotate = piece("split_heads", split_heads), piece("apply_rotary", apply_rotary)
+        attend, merge = piece("attention", scaled_dot_product_attention), piece("merge_heads", merge_heads)
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = split_heads(q, self.n_head)  # (B, H, T, D)
-        k = split_heads(k, self.n_head)  # (B, H, T, D)
-        v = split_heads(v, self.n_head)  # (B, H, T, D)
+        q = split(q, self.n_head)  # (B, H, T, D)
+        k = split(k, self.n_head)  # (B, H, T, D)
+        v = split(v, self.n_head)  # (B, H, T, D)
         if rope is not None:
-            q = apply_rotary(q, *rope)
-            k = apply_rotary(k, *rope)
+            q = rotate(q, *rope)
+            k = rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, S, D): every position stored, these included
             mask = cache.mask(T, self.causal, x.device)
@@ -176,13 +176,15 @@ class CausalSelfAttention(nn.Module):
             mask = attention_mask(T, causal=self.causal, device=x.device)
         q, k, v = self.tap("q", q), self.tap("k", k), self.tap("v", v)
         dropout_p = self.dropout if self.training else 0.0
-        if self.impl == "manual" or self.written_out or x.device.type == "cpu" and T == 1 and (mask is not None or B > 1):
-            # On a CPU, one query per row over the cache, for a batch or with a padding mask: two
-            # small matrix products. PyTorch's fused CPU kernel costs far more there (bf16, batch 8,
-            # 150 keys: 290 us against 83 us on a 2-core AMD EPYC); for a single row without a
-            # mask it is the faster of the two, and is kept. On a GPU one fused kernel is cheaper
-            # than the five of the written-out path.
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, self.scale, self.tap)
+        if self.impl == "manual" or attend is not scaled_dot_product_attention \
+                or x.device.type == "cpu" and T == 1 and (mask is not None or B > 1):
+            # The written-out path: always for "manual" and for a learner's attention (the fused
+            # kernel would never call it). On a CPU, also one query per row over the cache, for a
+            # batch or with a padding mask: two small matrix products. PyTorch's fused CPU kernel
+            # costs far more there (bf16, batch 8, 150 keys: 290 us against 83 us on a 2-core AMD
+            # EPYC); for a single row without a mask it is the faster of the two, and is kept. On a
+            # GPU one fused kernel is cheaper than the five of the written-out path.
+            out, weights = attend(q, k, v, mask, dropout_p, self.scale, self.tap)
         elif mask is not None and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
             # A square (T, T) mask is the plain causal triangle, which the fused kernel builds
             # itself and can skip the masked blocks of.
@@ -190,5 +192,5 @@ class CausalSelfAttention(nn.Module):
         else:
             with cached_attention_backends(x.device):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
-        out = merge_heads(out)  # (B, H, T, D) -> (B, T, C): heads side by side
+        out = merge(out)  # (B, H, T, D) -> (B, T, C): heads side by side
         return self.tap("out", self.resid_dropout(self.c_proj(out)))  # (B, T, C)

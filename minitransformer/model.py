@@ -23,8 +23,36 @@ from .attention import CausalSelfAttention
 from .config import ModelConfig
 from .errors import UserError
 from .kv_cache import KVCache, StaticKVCache
+from .pieces import piece
 from .positional import RotaryEmbedding, SinusoidalPositions
 from .taps import Tap, Taps, untapped
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, in its tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise."""
+    return F.gelu(x, approximate="tanh")
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis; var is the *biased*
+    variance (divide by C). x: (..., C); weight, bias: (C,). Returns x's shape."""
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean over N rows of -log softmax(logits)[target]. logits: (N, V); targets: (N,) ids.
+    Returns a 0-d tensor. Use log-sum-exp with the maximum subtracted, so large logits do not
+    overflow. (The model marks a position to leave out with the target -1; ours skips those.)"""
+    return F.cross_entropy(logits, targets, ignore_index=-1)
+
+
+class LayerNorm(nn.LayerNorm):
+    """torch's LayerNorm module (its weight and bias), computing `layer_norm` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = piece("layer_norm", layer_norm)  # ours, or a learner's under practice.use (pieces.py)
+        bias = self.bias if self.bias is not None or norm is layer_norm else torch.zeros_like(self.weight)
+        return norm(x, self.weight, bias, self.eps)  # (..., C)
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
@@ -39,7 +67,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         h = self.c_fc(x)  # (B, T, 4C)
-        h = F.gelu(h, approximate="tanh")  # GPT-2 computes GELU with its tanh approximation
+        h = piece("gelu", gelu)(h)  # GPT-2's tanh GELU (above), or a learner's under practice.use (pieces.py)
         h = self.tap("hidden", h)
         return self.tap("out", self.dropout(self.c_proj(h)))  # (B, T, C)
 
@@ -49,9 +77,9 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_1 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer, taps)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config, Tap(taps, f"blocks.{layer}.mlp") if taps is not None else untapped)
         self.tap = Tap(taps, f"blocks.{layer}") if taps is not None else untapped  # taps.py
 
@@ -92,7 +120,7 @@ class GPT(nn.Module):
         self.taps = Taps()
         self.tap = Tap(self.taps, "")
         self.blocks = nn.ModuleList(Block(config, layer, self.taps) for layer in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_f = LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         if config.tie_weights:
             # Weight tying (Press & Wolf 2017): reading a token in and writing it out use one matrix.
@@ -138,7 +166,8 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             # Cross-entropy of every position's prediction against its next token, averaged.
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+            # (cross_entropy above, or a learner's under practice.use: pieces.py)
+            loss = piece("cross_entropy", cross_entropy)(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:

@@ -66,9 +66,18 @@ SOLUTIONS = {
     "def attention(q, k, v, mask=None):": ("    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
                                            "    if mask is not None:\n        scores = scores.masked_fill(~mask, float('-inf'))\n"
                                            "    weights = torch.softmax(scores, dim=-1)\n    return weights @ v, weights"),
+    "def split_heads(x, n_head):": "    B, T, C = x.shape\n    return x.view(B, T, n_head, C // n_head).transpose(1, 2)",
+    "def merge_heads(x):": "    B, H, T, D = x.shape\n    return x.transpose(1, 2).reshape(B, T, H * D)",
+    "def sinusoidal_positions(n_positions, C):": (
+        "    w = 10000.0 ** (-torch.arange(0, C, 2) / C)\n    a = torch.outer(torch.arange(float(n_positions)), w)\n"
+        "    return torch.stack((a.sin(), a.cos()), -1).reshape(n_positions, C)"),
+    "def apply_rotary(x, cos, sin):": ("    u, w = x[..., 0::2], x[..., 1::2]\n"
+                                       "    return torch.stack((u * cos - w * sin, u * sin + w * cos), -1).flatten(-2)"),
     "def layer_norm(x, weight, bias, eps=1e-5):": ("    mean = x.mean(-1, keepdim=True)\n    var = x.var(-1, keepdim=True, unbiased=False)\n"
                                                    "    return (x - mean) / torch.sqrt(var + eps) * weight + bias"),
     "def gelu(x):": "    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))",
+    "def mlp(x, c_fc, c_proj):": "    return c_proj(gelu(c_fc(x)))",
+    "def block(x, ln_1, attn, ln_2, mlp):": "    x = x + attn(ln_1(x))\n    return x + mlp(ln_2(x))",
     "def cross_entropy(logits, targets):": "    return (torch.logsumexp(logits, -1) - logits[torch.arange(len(targets)), targets]).mean()",
     "def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None):": (
         "    logits = logits / temperature\n    if top_k is not None:\n"
@@ -76,6 +85,12 @@ SOLUTIONS = {
         "    probs = logits.softmax(-1)\n    if top_p is not None:\n        p, order = probs.sort(-1, descending=True)\n"
         "        drop = p.cumsum(-1) - p >= top_p\n        drop[:, 0] = False\n"
         "        probs = torch.zeros_like(probs).scatter(-1, order, p.masked_fill(drop, 0.0))\n    return probs"),
+    "def kv_cache_update(past_k, past_v, k, v):": "    return torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2)",
+    "def cache_positions(past, T):": "    return torch.arange(past, past + T)",
+    "def merge_pair(ids, pair, new_id):": ("    out, i = [], 0\n    while i < len(ids):\n"
+                                          "        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):\n"
+                                          "            out.append(new_id)\n            i += 2\n"
+                                          "        else:\n            out.append(ids[i])\n            i += 1\n    return out"),
 }
 STUB_BODY = "\n    raise NotImplementedError  # your code here"
 
@@ -84,10 +99,14 @@ def filled(solutions: dict) -> dict[str, str]:
     return {signature + STUB_BODY: signature + "\n" + body for signature, body in solutions.items()}
 
 
-def test_the_practice_notebook_is_all_green_with_the_solutions_filled_in():
+def test_the_practice_notebook_has_every_exercise_and_is_all_green_with_the_solutions_filled_in():
+    from minitransformer.practice.exercises import EXERCISES
+
+    assert len(SOLUTIONS) == len(EXERCISES)
     text = text_of(run_notebook("practice.ipynb", filled(SOLUTIONS)))
-    assert text.count(": passed (") == len(SOLUTIONS) and "FAILED" not in text
-    assert "your pieces: attention, layer_norm, gelu, cross_entropy" in text and "every activation agrees with ours" in text
+    assert text.count(": passed (") == len(EXERCISES) and "FAILED" not in text
+    assert "your pieces: attention, split_heads, merge_heads, apply_rotary, layer_norm, gelu, cross_entropy" in text
+    assert "passed: the same loss, the same text, and every activation agrees with ours" in text
 
 
 def test_the_practice_notebook_names_a_catalogued_mistake():
@@ -96,4 +115,4 @@ def test_the_practice_notebook_names_a_catalogued_mistake():
         "math.sqrt(q.shape[-1])", "q.shape[-1]")
     text = text_of(run_notebook("practice.ipynb", filled(wrong)))
     assert "attention: FAILED" in text and "scales the scores by 1/D instead of 1/sqrt(D)" in text
-    assert "they part first at blocks.0.attn.weights" in text
+    assert "the activations part first at blocks.0.attn.weights" in text

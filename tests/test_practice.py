@@ -1,21 +1,24 @@
 """The exercises and their checker (minitransformer/practice): the checker is tested itself, so
 that it can neither pass wrong code nor fail right code, and names the mistakes it claims to."""
 
+import copy
+import itertools
 import math
 import shutil
+import threading
 
 import pytest
 import torch
 
 from minitransformer import GPT, practice
-from minitransformer.attention import CausalSelfAttention
 from minitransformer.commands.cli import main
 from minitransformer.practice.exercises import EXERCISES
-from minitransformer.practice.workspace import load, run_shipped, start, stub_text
+from minitransformer.practice.workspace import compare, load, start, stub_text
 from tests.conftest import TINY, error_line
 from tests.helpers import small_config
 
 MISTAKES = [(name, mistake) for name, exercise in EXERCISES.items() for mistake in exercise.mistakes]
+PAIRS = [(name, pair) for name, exercise in EXERCISES.items() for pair in exercise.suspects() if len(pair) == 2]
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
@@ -29,6 +32,43 @@ def test_every_catalogued_mistake_fails_and_is_named(name, mistake):
     report = practice.check(name, EXERCISES[name].mistakes[mistake].compute)
     assert not report.passed and report.mistake == mistake, str(report)
     assert EXERCISES[name].mistakes[mistake].look_at in str(report)
+
+
+def outputs_on_every_case(name, compute):
+    return [compute(*copy.deepcopy(case.args)) for case in EXERCISES[name].cases()]
+
+
+def identical_everywhere(name, a, b) -> bool:
+    from minitransformer.practice.checker import canonical, identical
+
+    cases = EXERCISES[name].cases()
+    return all(identical(canonical(x, case.key), canonical(y, case.key)) for x, y, case in
+               zip(outputs_on_every_case(name, a), outputs_on_every_case(name, b), cases))
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_no_two_catalogued_mistakes_agree_on_every_case(name):
+    """A case separates every entry from its neighbours, so a named mistake is the right one."""
+    mistakes = EXERCISES[name].mistakes
+    for first, second in itertools.combinations(mistakes, 2):
+        assert not identical_everywhere(name, mistakes[first].compute, mistakes[second].compute), (first, second)
+
+
+@pytest.mark.parametrize("name, pair", PAIRS, ids=[f"{n}-{a}+{b}" for n, (a, b) in PAIRS])
+def test_two_mistakes_at_once_fail_and_what_is_named_computes_exactly_that(name, pair):
+    exercise = EXERCISES[name]
+    report = practice.check(name, lambda *args: exercise.wrong(pair, args))
+    assert not report.passed and report.mistakes, str(report)
+    # Named as the pair itself, or as mistakes that compute exactly the same on every case.
+    assert identical_everywhere(name, lambda *args: exercise.wrong(pair, args),
+                                lambda *args: exercise.wrong(report.mistakes, args)), str(report)
+
+
+def test_two_mistakes_at_once_are_both_named():
+    both = practice.check("attention", lambda q, k, v, mask=None: EXERCISES["attention"].wrong(
+        ("scale_by_D", "mask_after_softmax"), (q, k, v, mask)))
+    assert both.mistakes == ("scale_by_D", "mask_after_softmax") and both.mistake == "scale_by_D + mask_after_softmax"
+    assert "two mistakes at once" in str(both) and "1/D" in str(both) and "after the softmax" in str(both)
 
 
 def test_the_catalogue_holds_at_least_five_mistakes_where_learners_make_the_most():
@@ -163,23 +203,88 @@ def test_use_puts_her_pieces_into_every_gpt_and_restores_the_model():
         fresh(idx)
     assert len(calls) == 2 * model.config.n_layer  # every layer of both models, on the written-out path
     torch.testing.assert_close(inside, before, atol=1e-5, rtol=1e-5)
-    assert not CausalSelfAttention.written_out and torch.equal(model(idx)[0], before) and len(calls) == 4
+    assert torch.equal(model(idx)[0], before) and len(calls) == 4
     with pytest.raises(Exception, match="takes attention"):
-        with practice.use(atention=counting):
-            pass
+        practice.use(atention=counting)  # refused at once, before any block
+    with pytest.raises(Exception, match="takes a function"):
+        practice.use(gelu=3.0)
+
+
+def test_use_nests_restores_after_an_exception_and_reaches_only_our_models_in_this_thread():
+    from minitransformer import pieces
+
+    model = GPT(small_config())
+    idx = torch.randint(0, 37, (1, 5))
+    seen = []
+
+    def my_gelu(x):
+        seen.append("gelu")
+        return gelu_by_hand(x)
+
+    def my_norm(x, w, b, eps=1e-5):
+        seen.append("norm")
+        return layer_norm_by_hand(x, w, b, eps)
+
+    with practice.use(gelu=my_gelu):
+        with practice.use(layer_norm=my_norm):  # the inner block keeps the outer piece
+            model(idx)
+            assert set(seen) == {"gelu", "norm"} and set(pieces.chosen()) == {"gelu", "layer_norm"}
+            seen.clear()
+            torch.nn.LayerNorm(4)(torch.randn(2, 4))  # not a GPT's: untouched
+            assert seen == []
+            other = []
+            thread = threading.Thread(target=lambda: other.append(pieces.chosen()))
+            thread.start()
+            thread.join()
+            assert other == [{}]  # another thread computes with ours
+        assert set(pieces.chosen()) == {"gelu"}
+        with pytest.raises(RuntimeError):
+            with practice.use(layer_norm=my_norm):
+                raise RuntimeError("inside")
+        assert set(pieces.chosen()) == {"gelu"}
+    assert pieces.chosen() == {}
+
+
+def test_use_never_reaches_the_checkers_references():
+    """Inside use(gelu=relu), the MLP check still compares with GPT-2's tanh GELU."""
+    correct = lambda x, c_fc, c_proj: c_proj(gelu_by_hand(c_fc(x)))  # noqa: E731
+    with practice.use(gelu=torch.relu):
+        assert practice.check("mlp", correct).passed
+        relu_mlp = practice.check("mlp", lambda x, c_fc, c_proj: c_proj(torch.relu(c_fc(x))))
+        assert not relu_mlp.passed and relu_mlp.mistake == "relu"
+        assert practice.check("gelu", gelu_by_hand).passed
 
 
 def test_correct_pieces_inside_the_shipped_model_give_our_loss_and_text():
-    result = run_shipped({"attention": attention_with_einsum, "layer_norm": layer_norm_by_hand, "gelu": gelu_by_hand,
-                          "split_heads": ALTERNATIVES["split_heads"], "merge_heads": ALTERNATIVES["merge_heads"],
-                          "cross_entropy": cross_entropy_by_logsumexp}, tokens=40)
-    assert abs(result["ours"][0] - result["hers"][0]) < 1e-4 and result["ours"][1] == result["hers"][1]
-    assert result["parting"] is None and result["ours"][0] < 1.6  # a trained model: far below 4.17
+    result = compare({"attention": attention_with_einsum, "layer_norm": layer_norm_by_hand, "gelu": gelu_by_hand,
+                      "split_heads": ALTERNATIVES["split_heads"], "merge_heads": ALTERNATIVES["merge_heads"],
+                      "cross_entropy": cross_entropy_by_logsumexp}, tokens=40)
+    assert result.passed and result.parting is None and result.ours_text == result.hers_text, str(result)
+    assert abs(result.ours_loss - result.hers_loss) < 1e-4 and result.ours_loss < 1.6  # trained: far below 4.17
+    with practice.use(gelu=gelu_by_hand):  # the same verdict from Python, with the pieces in force
+        assert practice.compare(tokens=10).passed
 
 
 def test_a_wrong_piece_in_the_shipped_model_is_found_where_it_parts():
-    result = run_shipped({"gelu": EXERCISES["gelu"].mistakes["exact_erf"].compute}, tokens=10)
-    assert result["parting"].startswith("blocks.0.mlp.hidden")
+    result = compare({"gelu": EXERCISES["gelu"].mistakes["exact_erf"].compute}, tokens=10)
+    assert result.parting.startswith("blocks.0.mlp.hidden") and not result.passed
+
+
+def test_a_summed_cross_entropy_is_a_failed_verdict_though_every_activation_agrees():
+    summed = EXERCISES["cross_entropy"].mistakes["sum_not_mean"].compute
+    result = compare({"cross_entropy": summed}, tokens=10)
+    assert result.parting is None and not result.same_loss and not result.passed
+    assert "another loss" in str(result) and "every activation agrees" not in str(result).splitlines()[-1][:20]
+
+
+def test_nan_from_her_piece_is_blamed_on_that_piece():
+    def broken_norm(x, w, b, eps=1e-5):
+        return layer_norm_by_hand(x, w, b, eps) / 0 * 0  # NaN everywhere
+
+    result = compare({"layer_norm": broken_norm}, tokens=5)
+    assert not result.passed and result.blamed == ("layer_norm (test_nan_from_her_piece_is_blamed_on_that_piece."
+                                                   "<locals>.broken_norm from Python)",)
+    assert "returned NaN or inf from finite inputs" in str(result) and "weights" not in str(result)
 
 
 def test_the_practice_commands(tmp_path, capsys, monkeypatch):

@@ -20,13 +20,14 @@ from ..config import load_config
 from ..errors import UserError
 
 DEFAULT_RUN = "runs/shakespeare_char"
+DEFAULT_PRACTICE = "practice"  # the learner's exercise folder
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from ..formats.checkpoint import read_run_config
     from ..training.run_folder import check_has_run
-    from ..practice.workspace import use as practice_use
+    from ..practice.workspace import HerCodeFailed, blamed, use as practice_use
     from ..training import budget
     from ..training.loop import train
 
@@ -48,21 +49,36 @@ def run_train(args: argparse.Namespace) -> int:
         error.everywhere = True  # every torchrun process reads the same config
         raise
     pieces = {}
-    if args.practice:
+    if args.practice is not None:
         from .practice_command import written_pieces
 
-        pieces = written_pieces(Path(args.practice))
+        if args.practice == "":
+            raise UserError("--practice '' names no folder; give your exercise folder, e.g. --practice practice")
+        try:
+            pieces = written_pieces(Path(args.practice))
+        except HerCodeFailed as error:
+            print(f"FAILED: {error}", file=sys.stderr)
+            return 1
     # A time budget is the command's wall clock: it counts from the process's start.
-    with practice_use(**pieces) if args.practice else nullcontext():
-        result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
-                       remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
+    with practice_use(**pieces) if pieces else nullcontext():
+        try:
+            result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
+                           remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
+        except HerCodeFailed as error:  # her piece raised inside the model: her traceback, not ours
+            print(f"FAILED: {error}", file=sys.stderr)
+            return 1
+        except UserError as error:
+            if blamed():  # NaN or inf from her piece, not from the learning rate
+                raise UserError(f"your {', '.join(blamed())} returned NaN or inf from finite inputs; run: minitransformer "
+                                f"practice check (the training stopped: {str(error).split(';')[0]})") from None
+            raise
     return INTERRUPTED_EXIT_CODE if result["stopped_by"] == "interrupt" else 0
 
 
 def run_practice(args: argparse.Namespace) -> int:
     from .practice_command import practice
 
-    return practice(args.action, args.names, args.dir)
+    return practice(args.action, args.names, DEFAULT_PRACTICE if args.dir is None else args.dir, args.dir is not None)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -214,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="start [DIR]: write the stubs; check [NAME ...]; hint NAME; solution NAME; run: your "
                                  "pieces in the shipped model (none: list the exercises and your progress)")
     practicing.add_argument("names", nargs="*", metavar="NAME", help="exercise names (or the folder, for start)")
-    practicing.add_argument("--dir", default="practice", metavar="DIR", help="your exercise files (default: practice)")
+    practicing.add_argument("--dir", metavar="DIR", help=f"your exercise files (default: {DEFAULT_PRACTICE})")
     practicing.set_defaults(run=run_practice)
 
     importer = commands.add_parser("import-gpt2", help="turn a Hugging Face GPT-2 folder (or hub name) into a checkpoint")

@@ -12,9 +12,9 @@ import inspect
 from pathlib import Path
 
 from ..errors import UserError
-from ..practice.checker import Report, check, exercise, learner_traceback
+from ..practice.checker import Report, check, exercise
 from ..practice.exercises import EXERCISES
-from ..practice.workspace import NotLoadable, PIECES, SHIPPED_MODEL, load, next_hint, run_shipped, start
+from ..practice.workspace import HerCodeFailed, NotLoadable, PIECES, SHIPPED_MODEL, compare, load, next_hint, start, use
 
 DEFAULT_DIR = "practice"
 
@@ -44,11 +44,18 @@ def list_exercises(folder: Path) -> int:
     return 0
 
 
-def practice(action: str | None, names: list[str], folder: str) -> int:
+def practice(action: str | None, names: list[str], folder: str, folder_given: bool = False) -> int:
+    if folder == "":
+        raise UserError("--dir '' names no folder; give your exercise folder, e.g. --dir practice")
     folder_path = Path(folder)
     if action is None:
+        if names:
+            raise UserError(f"practice takes an action before names: start, check, hint, solution or run "
+                            f"(got {' '.join(names)})")
         return list_exercises(folder_path)
     if action == "start":
+        if len(names) > 1 or names and folder_given:
+            raise UserError("practice start takes one folder: `practice start DIR` or `practice start --dir DIR`")
         target = Path(names[0]) if names else folder_path
         written, kept = start(target)
         print(f"wrote {len(written)} stub(s) into {target}/" + (f"; kept {len(kept)} file(s) you have" if kept else ""))
@@ -57,29 +64,45 @@ def practice(action: str | None, names: list[str], folder: str) -> int:
     if action == "check":
         for name in names:
             exercise(name)  # an unknown name is one line, before any checking
-        reports = [check_one(folder_path, name) for name in names or EXERCISES]
+        reports = [check_one(folder_path, name) for name in dict.fromkeys(names or EXERCISES)]
         for report in reports:
             print(report)
         failed = sum(not report.passed for report in reports)
         print(f"{len(reports) - failed} of {len(reports)} passed")
         return 0 if failed == 0 else 1
-    if len(names) != 1 and action in ("hint", "solution"):
+    if action == "run":
+        if names:
+            raise UserError(f"practice run takes no names (it runs every piece you have written in {folder}); "
+                            f"got {' '.join(names)}; use --dir DIR for another folder")
+        return run(folder_path)
+    if len(names) != 1:
         raise UserError(f"practice {action} takes one exercise name, e.g. practice {action} attention")
     if action == "hint":
-        number, count, text = next_hint(folder_path, names[0])
-        print(f"{names[0]}, hint {number} of {count}: {text}")
-        return 0
+        return hint(folder_path, names[0])
     if action == "solution":
         ex = exercise(names[0])
         print(f"# ours, from {inspect.getsourcefile(ex.solution)}\n{inspect.getsource(ex.solution)}")
         return 0
-    if action == "run":
-        return run(folder_path)
     raise UserError(f"unknown practice action {action!r}; use start, check, hint, solution or run")
 
 
+def hint(folder: Path, name: str) -> int:
+    """The next hint; the first is the one for what fails in her file now."""
+    exercise(name)
+    try:
+        fn = load(folder, name) if folder.is_dir() else None
+    except NotLoadable:
+        fn = None  # `practice check` shows why; a hint still helps
+    number, count, text, note = next_hint(folder, name, fn)
+    if note:
+        print(note)
+    print(f"{name}, hint {number} of {count}: {text}")
+    return 0
+
+
 def written_pieces(folder: Path) -> dict:
-    """Her functions that can stand in for ours in the model, those she has written (not stubs)."""
+    """Her functions that can stand in for ours in the model, those she has written (not stubs).
+    A file that cannot be imported, or a piece that does not run, is refused with her traceback."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder of exercises; write one with: minitransformer practice start {folder}")
     pieces = {}
@@ -87,34 +110,29 @@ def written_pieces(folder: Path) -> dict:
         report = check_one(folder, name)
         if report.failed in ("not started", "not written yet"):
             continue
-        if report.failed == "runs" and "cannot be imported" in report.details:
-            raise UserError(f"{folder / (name + '.py')} cannot be imported; run: minitransformer practice check {name} "
-                            f"--dir {folder}")
+        if report.failed in ("runs", "leaves the session alone"):
+            raise HerCodeFailed(f"your {name} ({folder / (name + '.py')}) does not run:\n{report.details}\n"
+                            f"fix it, then: minitransformer practice check {name} --dir {folder}")
         pieces[name] = load(folder, name)
     print(f"your pieces: {', '.join(pieces) or 'none written yet (ours only)'}")
     return pieces
 
 
 def run(folder: Path) -> int:
-    """Her written pieces inside the shipped model, beside ours."""
-    pieces = written_pieces(folder)
+    """Her written pieces inside the shipped model, beside ours: exit 0 only when loss, text and
+    every activation agree."""
+    try:
+        pieces = written_pieces(folder)
+    except HerCodeFailed as error:
+        print(f"FAILED: {error}")
+        return 1
     print(f"the shipped model: the default config's, trained by `minitransformer train` ({SHIPPED_MODEL / 'TRAINING.md'} "
           "says how)")
     try:
-        result = run_shipped(pieces)
-    except UserError:
-        raise
-    except Exception as error:  # raised in her code: show her traceback, not ours
-        print(f"your pieces raised an exception inside the model:\n{learner_traceback(error)}")
+        with use(**pieces):
+            result = compare()
+    except HerCodeFailed as error:
+        print(f"FAILED: {error}")
         return 1
-    for who in ("ours", "hers"):
-        loss, text = result[who]
-        label = "ours" if who == "ours" else "yours"
-        print(f"\n{label:5} val loss {loss:.4f}; greedy text:\n{text}")
-    if result["parting"] is not None:
-        same_text = "the same greedy text" if result["ours"][1] == result["hers"][1] else "another greedy text"
-        print(f"\n{same_text}; the activations part first at {result['parting']} (the names: minitransformer/taps.py)")
-        return 1
-    if pieces:
-        print("\nevery activation agrees with ours: the same loss and the same text")
-    return 0
+    print(str(result).split("\n", 1)[1])
+    return 0 if result.passed or not pieces else 1

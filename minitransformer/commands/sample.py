@@ -12,6 +12,7 @@ import torch
 
 from ..errors import UserError
 from ..generate import check_sampling, decoding_dtype, generate_batch, prepare_for_decoding, stream_tokens
+from ..formats.checkpoint import pieces_note
 from ..formats.load import load_model
 from ..machine.device import choose_device
 from ..training.memory import check_generation_memory
@@ -55,6 +56,9 @@ def sample(
         check_generation_memory(model.config, len(prompts) * num_samples, torch_device)
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731  (stdout is for the text alone)
+    trained_with = pieces_note(checkpoint, "sampling")
+    if trained_with:
+        say(trained_with)
     model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device, say, remeasure))
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     if len(prompts) == 1:

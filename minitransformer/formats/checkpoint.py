@@ -31,7 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from .. import __version__, pieces
 from ..config import ModelConfig
 from ..errors import UserError, short_cause
 from ..machine.files import previous_copies, write_folder_atomically
@@ -92,6 +92,8 @@ def save_checkpoint(
     config = {"model": asdict(model.config), "run": run_config, "version": __version__}
     if source is not None:
         config["source"] = source
+    if pieces.chosen():  # trained with a learner's pieces (train --practice): said on sampling and resuming
+        config["learner_pieces"] = pieces.origins()
 
     def write(folder: Path) -> None:
         save_file(weights, folder / WEIGHTS, metadata=weights_metadata(tokenizer, model.config))
@@ -226,6 +228,25 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", with_s
         raise damaged(path, error)
     check_model_digest(metadata, model_config, path)
     return Checkpoint(path, model_config, run_config, tokenizer, model_state, train_state)
+
+
+def learner_pieces(path: str | Path) -> dict[str, str]:
+    """The learner's pieces a checkpoint (or a run folder's best one) was trained with: name -> file."""
+    try:
+        recorded = json.loads((find_checkpoint(path) / "config.json").read_text()).get("learner_pieces", {})
+    except (OSError, ValueError, AttributeError, UserError):
+        return {}
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+
+def pieces_note(path: str | Path, doing: str) -> str | None:
+    """A line saying that the model was trained with a learner's pieces and what `doing` uses now."""
+    recorded = learner_pieces(path)
+    if not recorded:
+        return None
+    hers = ", ".join(f"{name} from {origin}" for name, origin in recorded.items())
+    now = "yours again" if pieces.chosen() else "ours (give --practice DIR to use yours)" if doing == "resuming" else "ours"
+    return f"note: this model was trained with your pieces ({hers}); {doing} computes with {now}"
 
 
 def read_run_config(path: str | Path) -> dict:

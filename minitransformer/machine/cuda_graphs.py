@@ -17,8 +17,8 @@ Design choices:
 - A graph reads the weights at the addresses they had when it was recorded. Weights changed in
   place (training on, load_state_dict) are read as they are now; a model moved, cast or given new
   parameter tensors records a new graph (the addresses are compared at every call).
-- Not used where a replay would skip Python: while anyone listens at a tap (taps.py), and for a
-  model in training mode (dropout). Recording that fails falls back to eager steps, with a warning.
+- Not used where a replay would skip Python: while anyone listens at a tap (taps.py), while a
+  learner's pieces stand in for ours (pieces.py), and for a model in training mode (dropout). Recording that fails falls back to eager steps, with a warning.
 """
 
 import warnings
@@ -27,6 +27,7 @@ from collections import OrderedDict
 
 import torch
 
+from .. import pieces
 from ..kv_cache import StaticKVCache
 
 GRAPHS_KEPT = 4
@@ -115,11 +116,12 @@ def has_hooks(model) -> bool:
 
 def decode_graph(model, B: int) -> DecodeGraph | None:
     """A recorded one-token step for model at batch B, or None where graphs do not apply (not on
-    CUDA, a model in training mode, with a tap listened to or a forward hook installed, a graph
+    CUDA, a model in training mode, with a tap listened to, a forward hook installed or a
+    learner's piece in place (practice.use), a graph
     of this model and batch size in use by another generator, or recording failed before)."""
     weight = model.wte.weight
     if weight.device.type != "cuda" or model.training or model.taps.listeners or model.taps.observers \
-            or model in unrecordable or has_hooks(model):
+            or model in unrecordable or has_hooks(model) or pieces.chosen():
         return None
     graphs = recorded.setdefault(model, OrderedDict())
     key = (B, addresses(model))

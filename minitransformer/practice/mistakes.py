@@ -2,6 +2,10 @@
 the wrong code computes, what to say of it, and the line to look at. The checker (checker.py)
 names a mistake when a learner's outputs equal its outputs on every case of the exercise.
 
+Where an exercise's mistakes are one written-out version with one thing changed (`attend`,
+`norm`, `sampled`, `pre_norm`, ...), each is made by `flagged` with the flags that change it, so
+that the checker can also try two at once (the flags of both).
+
 They are the mistakes learners really make: a scale by D or by the model's width, no scale, the
 softmax over the wrong axis, the mask after the softmax, a finite or zero mask value, an inverted
 or shifted mask, a masked_fill whose result is thrown away, heads split without the transpose,
@@ -10,8 +14,10 @@ GPT-2's tanh form, positions not offset in the cache, top-p dropping the token t
 """
 
 import math
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -21,11 +27,18 @@ from ..positional import sinusoidal_table
 
 @dataclass(frozen=True)
 class Mistake:
-    """A known wrong version: what it computes, what to say, and the line to look at."""
+    """A known wrong version: what it computes, what to say, and the line to look at; for one made
+    by `flagged`, the written-out version and the flags that make it wrong."""
 
     compute: Callable
     says: str
     look_at: str
+    flags: dict = field(default_factory=dict)
+    variant: Callable | None = None
+
+
+def flagged(variant: Callable, says: str, look_at: str, **flags) -> Mistake:
+    return Mistake(partial(variant, **flags), says, look_at, flags, variant)
 
 SOFTMAX_MISTAKES = {
     "no_max_subtracted": Mistake(lambda x, dim=-1: x.exp() / x.exp().sum(dim, keepdim=True),
@@ -41,6 +54,8 @@ SOFTMAX_MISTAKES = {
                            "the return: exp, not log"),
     "sum_without_keepdim": Mistake(lambda x, dim=-1: x.exp() / x.exp().sum(), "divides by the sum over *every* entry",
                                    "the sum: over `dim` only"),
+    "ignores_dim": Mistake(lambda x, dim=-1: torch.softmax(x, -1), "always normalises over the last axis, whatever "
+                           "`dim` it is given", "use `dim` in the max and the sum"),
 }
 
 MASK_MISTAKES = {
@@ -60,9 +75,14 @@ MASK_MISTAKES = {
                           "dtype=torch.bool"),
 }
 
-def attend(q, k, v, mask, scale, fill=float("-inf"), dim=-1, after=False, use_mask=True, swap=False):
-    """Attention computed with one thing changed: the catalogue's mistakes below."""
-    scores = q @ k.transpose(-2, -1) * scale
+def attend(q, k, v, mask=None, scale="sqrt_D", fill=float("-inf"), dim=-1, after=False, use_mask=True, swap=False,
+           invert=False):
+    """Attention written out, with one thing (or two) changed: the catalogue's mistakes below."""
+    D = q.shape[-1]
+    factor = {"sqrt_D": 1 / math.sqrt(D), "D": 1 / D, "none": 1.0, "C": 1 / math.sqrt(q.shape[1] * D)}[scale]
+    scores = q @ k.transpose(-2, -1) * factor
+    if mask is not None and invert:
+        mask = ~mask
     if mask is not None and use_mask and not after:
         scores = scores.masked_fill(~mask, fill)
     weights = torch.softmax(scores, dim=dim)
@@ -70,35 +90,27 @@ def attend(q, k, v, mask, scale, fill=float("-inf"), dim=-1, after=False, use_ma
         weights = weights.masked_fill(~mask, 0.0)
     return weights @ (k if swap else v), weights
 
-def head_width(q):
-    return q.shape[-1]
-
 ATTENTION_MISTAKES = {
-    "scale_by_D": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / head_width(q)),
-                          "scales the scores by 1/D instead of 1/sqrt(D)", "the scale: 1 / math.sqrt(D)"),
-    "no_scale": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1.0), "does not scale the scores at all",
-                        "the scores: multiply by 1 / math.sqrt(D)"),
-    "scale_by_model_width": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(q.shape[1] * q.shape[-1])),
-                                    "scales by 1/sqrt(C), the model's width (H x D), not the head's D",
-                                    "D is q.shape[-1], one head's width"),
-    "softmax_wrong_axis": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), dim=-2),
-                                  "takes the softmax over the queries (dim=-2), not over the keys",
-                                  "torch.softmax(scores, dim=-1)"),
-    "mask_after_softmax": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), after=True),
-                                  "masks the weights after the softmax, so rows no longer sum to 1",
-                                  "mask the scores (with -inf) before the softmax"),
-    "finite_mask": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), fill=-1e4),
-                           "fills masked scores with a finite -1e4: with large scores the future leaks in",
-                           "masked_fill(~mask, float('-inf'))"),
-    "zero_mask": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), fill=0.0),
-                         "fills masked scores with 0, which still gets weight", "masked_fill(~mask, float('-inf'))"),
-    "inverted_mask": Mistake(lambda q, k, v, mask=None: attend(q, k, v, None if mask is None else ~mask, 1 / math.sqrt(head_width(q))),
-                             "masks the keys a query *may* see (the mask inverted)", "masked_fill(~mask, ...): fill where mask is False"),
-    "mask_thrown_away": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), use_mask=False),
-                                "never applies the mask: masked_fill returns a new tensor, and its result was not kept",
-                                "scores = scores.masked_fill(...)"),
-    "keys_values_swapped": Mistake(lambda q, k, v, mask=None: attend(q, k, v, mask, 1 / math.sqrt(head_width(q)), swap=True),
-                                   "multiplies the weights by the keys instead of the values", "out = weights @ v"),
+    "scale_by_D": flagged(attend, "scales the scores by 1/D instead of 1/sqrt(D)", "the scale: 1 / math.sqrt(D)", scale="D"),
+    "no_scale": flagged(attend, "does not scale the scores at all", "the scores: multiply by 1 / math.sqrt(D)", scale="none"),
+    "scale_by_model_width": flagged(attend, "scales by 1/sqrt(C), the model's width (H x D), not the head's D",
+                                    "D is q.shape[-1], one head's width", scale="C"),
+    "softmax_wrong_axis": flagged(attend, "takes the softmax over the queries (dim=-2), not over the keys",
+                                  "torch.softmax(scores, dim=-1)", dim=-2),
+    "mask_after_softmax": flagged(attend, "masks the weights after the softmax, so rows no longer sum to 1",
+                                  "mask the scores (with -inf) before the softmax", after=True),
+    "finite_mask": flagged(attend, "fills masked scores with a finite -1e4: where real scores are lower, the future "
+                           "leaks in", "masked_fill(~mask, float('-inf'))", fill=-1e4),
+    "finite_mask_1e9": flagged(attend, "fills masked scores with a finite -1e9: where real scores are lower, the "
+                               "future leaks in", "masked_fill(~mask, float('-inf'))", fill=-1e9),
+    "zero_mask": flagged(attend, "fills masked scores with 0, which still gets weight", "masked_fill(~mask, float('-inf'))",
+                         fill=0.0),
+    "inverted_mask": flagged(attend, "masks the keys a query *may* see (the mask inverted)",
+                             "masked_fill(~mask, ...): fill where mask is False", invert=True),
+    "mask_thrown_away": flagged(attend, "never applies the mask: masked_fill returns a new tensor, and its result was "
+                                "not kept", "scores = scores.masked_fill(...)", use_mask=False),
+    "keys_values_swapped": flagged(attend, "multiplies the weights by the keys instead of the values", "out = weights @ v",
+                                   swap=True),
 }
 
 HEAD_MISTAKES = {
@@ -142,26 +154,30 @@ SINUSOIDAL_MISTAKES = {
                                   "uses 10000^(-i/C) for pair i; the exponent is 2i/C", "w_i = 10000 ** (-2 * i / C)"),
 }
 
-def norm(x, weight, bias, eps=1e-5, unbiased=False, eps_outside=False, dim=-1, with_bias=True):
+def norm(x, weight, bias, eps=1e-5, unbiased=False, eps_outside=False, dim=-1, with_bias=True, squared=False,
+         one_pass=False, no_eps=False):
+    """Layer norm written out, with one thing (or two) changed."""
+    dim = dim if x.dim() > 1 else -1
     mean = x.mean(dim, keepdim=True)
-    var = x.var(dim, keepdim=True, unbiased=unbiased)
-    scaled = (x - mean) / (var.sqrt() + eps if eps_outside else (var + eps).sqrt())
-    return scaled * weight + (bias if with_bias else 0)
+    with warnings.catch_warnings():  # the unbiased variance of one entry (the first axis of a (1, T, C) case)
+        warnings.simplefilter("ignore")
+        var = (x * x).mean(dim, keepdim=True) - mean * mean if one_pass else x.var(dim, keepdim=True, unbiased=unbiased)
+    eps = 0.0 if no_eps else eps
+    spread = var + eps if squared else var.sqrt() + eps if eps_outside else (var + eps).sqrt()
+    return (x - mean) / spread * weight + (bias if with_bias else 0)
 
 LAYER_NORM_MISTAKES = {
-    "unbiased_variance": Mistake(lambda x, w, b, eps=1e-5: norm(x, w, b, eps, unbiased=True),
-                                 "uses the unbiased variance (divides by C - 1); layer norm divides by C",
-                                 "x.var(-1, keepdim=True, unbiased=False)"),
-    "eps_outside_sqrt": Mistake(lambda x, w, b, eps=1e-5: norm(x, w, b, eps, eps_outside=True),
-                                "adds eps outside the square root", "sqrt(var + eps)"),
-    "no_eps": Mistake(lambda x, w, b, eps=1e-5: norm(x, w, b, 0.0), "leaves eps out", "sqrt(var + eps)"),
-    "wrong_axis": Mistake(lambda x, w, b, eps=1e-5: norm(x, w, b, eps, dim=0) if x.dim() > 1 else norm(x, w, b, eps),
-                          "normalises over the first axis instead of the last (the features)",
-                          "mean and var over dim=-1"),
-    "no_bias": Mistake(lambda x, w, b, eps=1e-5: norm(x, w, b, eps, with_bias=False), "never adds the bias",
-                       "* weight + bias"),
-    "std_squared": Mistake(lambda x, w, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=False) + eps) * w + b,
-                           "divides by the variance instead of its square root", "sqrt(var + eps)"),
+    "unbiased_variance": flagged(norm, "uses the unbiased variance (divides by C - 1); layer norm divides by C",
+                                 "x.var(-1, keepdim=True, unbiased=False)", unbiased=True),
+    "eps_outside_sqrt": flagged(norm, "adds eps outside the square root", "sqrt(var + eps)", eps_outside=True),
+    "no_eps": flagged(norm, "leaves eps out", "sqrt(var + eps)", no_eps=True),
+    "wrong_axis": flagged(norm, "normalises over the first axis instead of the last (the features)",
+                          "mean and var over dim=-1", dim=0),
+    "no_bias": flagged(norm, "never adds the bias", "* weight + bias", with_bias=False),
+    "std_squared": flagged(norm, "divides by the variance instead of its square root", "sqrt(var + eps)", squared=True),
+    "one_pass_variance": flagged(norm, "computes the variance as E[x^2] - E[x]^2, which loses every digit when the "
+                                 "features share a large offset", "var = ((x - mean) ** 2).mean(-1, keepdim=True)",
+                                 one_pass=True),
 }
 
 GELU_MISTAKES = {
@@ -184,16 +200,28 @@ MLP_MISTAKES = {
                              "gelu between c_fc and c_proj"),
 }
 
+def pre_norm(x, ln_1, attn, ln_2, mlp, attn_residual=True, mlp_residual=True, post_norm=False, mlp_norm="ln_2",
+             parallel=False):
+    """A block written out, with one thing (or two) changed."""
+    if post_norm:
+        h = ln_1(x + attn(x))
+        return ln_2(h + mlp(h))
+    h = (x if attn_residual else 0) + attn(ln_1(x))
+    source = x if parallel else h
+    return (h if mlp_residual else 0) + mlp((ln_1 if mlp_norm == "ln_1" else ln_2)(source))
+
 BLOCK_MISTAKES = {
-    "post_norm": Mistake(lambda x, ln_1, attn, ln_2, mlp: (lambda h: ln_2(h + mlp(h)))(ln_1(x + attn(x))),
-                         "normalises after adding (post-norm, the original Transformer); GPT-2 normalises the "
-                         "branch's input", "x + attn(ln_1(x))"),
-    "no_residual": Mistake(lambda x, ln_1, attn, ln_2, mlp: (lambda h: mlp(ln_2(h)))(attn(ln_1(x))),
-                           "drops the residual connections", "x = x + ..."),
-    "one_norm_for_both": Mistake(lambda x, ln_1, attn, ln_2, mlp: (lambda h: h + mlp(ln_1(h)))(x + attn(ln_1(x))),
-                                 "uses ln_1 before the MLP too", "mlp(ln_2(x))"),
-    "parallel": Mistake(lambda x, ln_1, attn, ln_2, mlp: x + attn(ln_1(x)) + mlp(ln_2(x)),
-                        "runs the MLP on the block's input instead of after attention", "the MLP reads the updated x"),
+    "post_norm": flagged(pre_norm, "normalises after adding (post-norm, the original Transformer); GPT-2 normalises "
+                         "the branch's input", "x + attn(ln_1(x))", post_norm=True),
+    "no_residual": flagged(pre_norm, "drops the residual connections", "x = x + ...", attn_residual=False,
+                           mlp_residual=False),
+    "no_attention_residual": flagged(pre_norm, "drops the residual around attention", "x = x + attn(ln_1(x))",
+                                     attn_residual=False),
+    "no_mlp_residual": flagged(pre_norm, "drops the residual around the MLP", "x = x + mlp(ln_2(x))",
+                               mlp_residual=False),
+    "one_norm_for_both": flagged(pre_norm, "uses ln_1 before the MLP too", "mlp(ln_2(x))", mlp_norm="ln_1"),
+    "parallel": flagged(pre_norm, "runs the MLP on the block's input instead of after attention",
+                        "the MLP reads the updated x", parallel=True),
 }
 
 CROSS_ENTROPY_MISTAKES = {
@@ -206,37 +234,64 @@ CROSS_ENTROPY_MISTAKES = {
     "no_max_subtracted": Mistake(lambda logits, t: -(logits.exp() / logits.exp().sum(-1, keepdim=True)).log()[torch.arange(len(t)), t].mean(),
                                  "exponentiates without subtracting the maximum, so large logits overflow",
                                  "logsumexp: subtract the row's maximum first"),
+    "log_of_softmax": Mistake(lambda logits, t: -torch.softmax(logits, -1).log()[torch.arange(len(t)), t].mean(),
+                              "takes the log of softmax's probabilities: a probability that underflows to 0 gives "
+                              "log 0 = -inf", "log-softmax as logits - logsumexp(logits), never log(softmax)"),
 }
 
-def top_p_variant(probs, top_p, keep_crossing=True):
+def top_p_variant(probs, top_p, keep_crossing=True, strict=False, renormalise=False):
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     cumulative = sorted_probs.cumsum(-1)
-    drop = (cumulative - sorted_probs >= top_p) if keep_crossing else (cumulative > top_p)
+    before = cumulative - sorted_probs
+    drop = (before > top_p if strict else before >= top_p) if keep_crossing else (cumulative > top_p)
     drop[:, 0] = False
-    return torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    return kept / kept.sum(-1, keepdim=True) if renormalise else kept
 
-def sampled(logits, temperature=1.0, top_k=None, top_p=None, times=False, k_after=False, p_crossing=True, k_plus=0):
-    logits = logits * temperature if times else logits / temperature
-    if top_k is not None and not k_after:
-        kth = torch.topk(logits, min(top_k + k_plus, logits.shape[-1]), -1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+def keep_top_k(logits, top_k, exactly=False, fill=float("-inf")):
+    if exactly:  # torch.topk's k entries, ties at the k-th broken by position
+        return torch.full_like(logits, fill).scatter(-1, torch.topk(logits, top_k, -1).indices,
+                                                     torch.topk(logits, top_k, -1).values)
+    kth = torch.topk(logits, min(top_k, logits.shape[-1]), -1).values[:, -1:]
+    return logits.masked_fill(logits < kth, fill)
+
+def sampled(logits, temperature=1.0, top_k=None, top_p=None, times=False, k_after=False, p_crossing=True, k_plus=0,
+            k_exactly=False, p_strict=False, p_first=False, renormalise=False, temperature_last=False):
+    """Sampling's distribution written out, with one thing (or two) changed."""
+    if not temperature_last:
+        logits = logits * temperature if times else logits / temperature
+    if top_k is not None and not k_after and not p_first:
+        logits = keep_top_k(logits, min(top_k + k_plus, logits.shape[-1]), k_exactly)
     probs = torch.softmax(logits, -1)
-    if top_k is not None and k_after:
-        kth = torch.topk(probs, top_k, -1).values[:, -1:]
-        probs = probs.masked_fill(probs < kth, 0.0)
-    return top_p_variant(probs, top_p, p_crossing) if top_p is not None and top_p < 1 else probs
+    if top_p is not None and top_p < 1:
+        probs = top_p_variant(probs, top_p, p_crossing, p_strict, renormalise)
+    if top_k is not None and (k_after or p_first):
+        probs = keep_top_k(probs, top_k, k_exactly, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True) if p_first else probs
+    if temperature_last:  # the filters on temperature 1's probabilities, then the temperature
+        probs = torch.softmax(probs.log() / temperature, -1)
+    return probs
 
 SAMPLING_MISTAKES = {
-    "temperature_multiplies": Mistake(lambda l, t=1.0, k=None, p=None: sampled(l, t, k, p, times=True),
-                                      "multiplies the logits by the temperature; divide by it", "logits / temperature"),
-    "top_p_drops_crossing_token": Mistake(lambda l, t=1.0, k=None, p=None: sampled(l, t, k, p, p_crossing=False),
-                                          "drops the token that crosses top_p; it stays in", "drop where the sum *before* "
-                                          "a token already reaches top_p"),
-    "top_k_after_softmax": Mistake(lambda l, t=1.0, k=None, p=None: sampled(l, t, k, p, k_after=True),
-                                   "zeroes all but the top_k probabilities after the softmax without renormalising",
-                                   "mask the logits with -inf before the softmax"),
-    "top_k_off_by_one": Mistake(lambda l, t=1.0, k=None, p=None: sampled(l, t, k, p, k_plus=1),
-                                "keeps top_k + 1 tokens", "torch.topk(logits, top_k)"),
+    "temperature_multiplies": flagged(sampled, "multiplies the logits by the temperature; divide by it",
+                                      "logits / temperature", times=True),
+    "top_p_drops_crossing_token": flagged(sampled, "drops the token that crosses top_p; it stays in",
+                                          "drop where the sum *before* a token already reaches top_p", p_crossing=False),
+    "top_p_strict": flagged(sampled, "keeps a token whose predecessors sum exactly to top_p (> where the rule is >=)",
+                            "drop when the sum before a token is >= top_p", p_strict=True),
+    "top_p_renormalises": flagged(sampled, "renormalises the kept probabilities after top_p; the contract leaves them "
+                                  "as they are", "no division after top_p", renormalise=True),
+    "top_k_after_softmax": flagged(sampled, "zeroes all but the top_k probabilities after the softmax without "
+                                   "renormalising", "mask the logits with -inf before the softmax", k_after=True),
+    "top_k_off_by_one": flagged(sampled, "keeps top_k + 1 tokens", "torch.topk(logits, top_k)", k_plus=1),
+    "top_k_exactly_k": flagged(sampled, "keeps exactly top_k tokens when others tie with the k-th largest; the rule "
+                               "keeps every tied token", "mask only logits *below* the k-th largest: logits < kth",
+                               k_exactly=True),
+    "top_p_before_top_k": flagged(sampled, "applies top_p before top_k; the order is temperature, top_k, softmax, "
+                                  "top_p", "top_k on the logits first, then the softmax, then top_p", p_first=True),
+    "temperature_after_filters": flagged(sampled, "applies the temperature after the filters; it divides the logits "
+                                         "first", "logits / temperature before top_k and the softmax",
+                                         temperature_last=True),
     "temperature_after_softmax": Mistake(lambda l, t=1.0, k=None, p=None: sampled(l, 1.0, k, p) ** (1 / t) if p is None
                                          else sampled(l, 1.0, k, p),
                                          "applies the temperature to the probabilities without renormalising",
@@ -266,10 +321,23 @@ def merge_overlapping(ids, pair, new_id):
             out[i] = new_id
     return [token for i, token in enumerate(out) if not (i > 0 and (ids[i - 1], ids[i]) == pair)]
 
+def merge_missing_last(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i < len(ids) - 2 and (ids[i], ids[i + 1]) == pair:  # the last pair is never looked at
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
 BPE_MISTAKES = {
     "first_only": Mistake(lambda ids, pair, new_id: next(([*ids[:i], new_id, *ids[i + 2:]] for i in range(len(ids) - 1)
                                                           if (ids[i], ids[i + 1]) == pair), list(ids)),
                           "merges only the first occurrence", "walk the whole list"),
     "overlapping": Mistake(merge_overlapping, "merges overlapping occurrences ((2, 2) in 2 2 2 is one merge, then a 2)",
                            "after a merge, skip both tokens: i += 2"),
+    "misses_the_last_pair": Mistake(merge_missing_last, "never merges a pair at the very end of the list",
+                                    "the loop must look at the last two ids too: while i < len(ids) - 1"),
 }

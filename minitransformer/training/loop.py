@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
+from .. import pieces
 from ..formats.checkpoint import save_checkpoint
 from ..config import RunConfig, TrainConfig
 from .data import Dataset, get_batch
@@ -247,7 +248,8 @@ def check_finite(run: Run, saved_step: int | None) -> None:
 
 class StopRequest:
     """Turns the first Ctrl-C (or SIGTERM: `kill`, or torchrun stopping its workers) into a flag
-    that the loop checks between steps; a second one stops at once.
+    that the loop checks between steps; a second one stops at once. With a learner's pieces in
+    the model (train --practice) the first stops at once: her loop may never end the step.
 
     Python lets only the main thread set signal handlers; in another thread (a notebook's worker,
     a test) Ctrl-C is not delivered there anyway, so the flag simply never rises.
@@ -265,7 +267,7 @@ class StopRequest:
         return self
 
     def handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested or pieces.chosen():
             raise KeyboardInterrupt
         self.requested = True
 

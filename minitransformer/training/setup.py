@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..formats.checkpoint import (damaged, find_checkpoint, load_checkpoint, load_weights, model_from_checkpoint,
+from .. import pieces
+from ..formats.checkpoint import (damaged, pieces_note, find_checkpoint, load_checkpoint, load_weights, model_from_checkpoint,
                                   read_model_config, weights_of)
 from ..config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, check_split_length, get_batch, prepare_data
@@ -95,6 +96,8 @@ def training_module(model: GPT, cfg: TrainConfig, device: torch.device, ranks: R
     the passes as CUDA graphs), wrapped in DDP under torchrun.
     Checkpoints always save the plain model, so no `_orig_mod.` or `module.` prefixes reach them."""
     module: nn.Module = model
+    if pieces.chosen():  # train --practice: the compiler would trace ours in place of hers (pieces.py)
+        cfg = replace(cfg, compile=False)
     if cfg.compile == "reduce-overhead":
         if ranks.world > 1:
             raise UserError('train.compile = "reduce-overhead" (CUDA graphs) runs in one process; under torchrun '
@@ -232,6 +235,11 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
             f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s); "
             "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
         )
+    trained_with = pieces_note(checkpoint.path, "resuming")
+    if trained_with:
+        say(trained_with)
+    elif pieces.chosen():
+        say(f"note: this run was trained with our pieces; it goes on with yours ({', '.join(pieces.chosen())})")
     # A resumed run keeps the precision it was measured to be fastest in, so it repeats exactly.
     if dtype is not None:
         say(f"precision: {str(dtype).removeprefix('torch.')}, kept from the run being resumed (so that it "
