@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import causal_mask as our_causal_mask
+from ..bpe import merge_pair as our_merge_pair
 from ..positional import sinusoidal_table
 
 @dataclass(frozen=True)
@@ -322,15 +323,8 @@ def merge_overlapping(ids, pair, new_id):
     return [token for i, token in enumerate(out) if not (i > 0 and (ids[i - 1], ids[i]) == pair)]
 
 def merge_missing_last(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if i < len(ids) - 2 and (ids[i], ids[i + 1]) == pair:  # the last pair is never looked at
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    """A walk that never looks at the last two ids together: ours on all but the last id, then it."""
+    return our_merge_pair(ids[:-1], pair, new_id) + ids[-1:]
 
 BPE_MISTAKES = {
     "first_only": Mistake(lambda ids, pair, new_id: next(([*ids[:i], new_id, *ids[i + 2:]] for i in range(len(ids) - 1)
