@@ -35,8 +35,10 @@ from .model import GPT
 from .machine.packed import pack_linears, packing_available
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise UserError for settings that select no token."""
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int = 0) -> None:
+    """Raise UserError for settings that select no token, or a count of new tokens that is not one."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise UserError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
     if not math.isfinite(temperature) or temperature < 0:
         raise UserError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
@@ -120,7 +122,7 @@ def stream_tokens(
     Call it on a model in eval mode (no dropout), as `generate` does. cuda_graph: on a CUDA
     device, replay each cached step from a recorded graph (False: run it eagerly).
     """
-    check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p, max_new_tokens)
     if idx.shape[1] == 0:
         raise UserError("generation needs at least one token to start from; give a non-empty prompt")
     block_size = model.config.block_size
@@ -138,7 +140,7 @@ def stream_tokens(
                 # First step, or the window is full and slides: (re)build the cache from the window.
                 cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
                 logits = model.next_token_logits(idx[:, -block_size:], cache)  # (B, V)
-            finite &= torch.isfinite(logits).all()
+            finite &= usable(logits)
             next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat((idx, next_token), dim=1)  # (B, T + 1)
             yield next_token
@@ -159,12 +161,22 @@ def using(graph):
         graph.in_use = False
 
 
+def usable(logits: torch.Tensor) -> torch.Tensor:
+    """Whether tokens can be drawn from logits (B, V): no NaN, no +inf, and a finite score in every
+    row. A score of -inf is a banned token (a hook or a listener may set it), not a broken model.
+    A 0-dim bool tensor, left on the device."""
+    broken = torch.isnan(logits) | torch.isposinf(logits)  # (B, V)
+    return ~broken.any() & torch.isfinite(logits).any(dim=-1).all()
+
+
 def check_finite(finite: torch.Tensor) -> None:
-    """Refuse tokens drawn from NaN or infinite scores (a broken model: argmax and the draw would
-    pick a token all the same). Read once, after the last token, so no step waits for the GPU."""
+    """Refuse tokens drawn from NaN or +inf scores, or from a row with no finite score (a broken
+    model: argmax and the draw would pick a token all the same). Read once, after the last token,
+    so no step waits for the GPU."""
     if not finite.item():
-        raise UserError("the model's next-token scores were not finite numbers (NaN or infinity), so the tokens "
-                        "drawn from them mean nothing; its weights are broken: train it again (or load another)")
+        raise UserError("the model's next-token scores were not usable (NaN, +infinity, or -infinity for every "
+                        "token), so the tokens drawn from them mean nothing; its weights are broken: train it again "
+                        "(or load another)")
 
 
 def generate(
@@ -215,7 +227,7 @@ def generate_batch(
     stay on the device until the end (or a rebuild), so no step waits for the host.
     cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
-    check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p, max_new_tokens)
     if not prompts or any(len(prompt) == 0 for prompt in prompts):
         raise UserError("generate_batch needs at least one prompt, and every prompt at least one token")
     block_size, device = model.config.block_size, model.wte.weight.device
@@ -243,7 +255,7 @@ def generate_batch(
                 idx = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)  # (B, width)
                 cache = graph.start(pads) if graph is not None else KVCache(model.config.n_layer, block_size, pads)
                 logits = model.next_token_logits(idx, cache)  # (B, V)
-            finite &= torch.isfinite(logits).all()
+            finite &= usable(logits)
             new.append(sample_next(logits, temperature, top_k, top_p, generator))  # (B, 1)
         check_finite(finite)
     finally:

@@ -132,12 +132,59 @@ def test_temperature_zero_is_greedy():
         (dict(top_k=0), "top_k"),
         (dict(top_p=0.0), "top_p"),
         (dict(top_p=1.5), "top_p"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(max_new_tokens=2.5), "max_new_tokens"),
+        (dict(max_new_tokens=True), "max_new_tokens"),
     ],
 )
 def test_bad_sampling_settings_are_clear_errors(kwargs, message):
     model = GPT(small_config())
-    with pytest.raises(ValueError, match=message):
-        generate(model, torch.zeros(1, 1, dtype=torch.long), 3, **kwargs)
+    kwargs = {"max_new_tokens": 3, **kwargs}
+    with pytest.raises(UserError, match=message):
+        generate(model, torch.zeros(1, 1, dtype=torch.long), **kwargs)
+    with pytest.raises(UserError, match=message):
+        generate_batch(model, [[0]], **kwargs)
+
+
+def banning(model: GPT, banned: list[int], value: float):
+    """A hook that sets the banned tokens' scores to value in every forward pass."""
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., banned] = value
+        return output
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.8, 5, 0.9)])
+def test_a_banned_token_is_never_drawn_and_is_no_broken_model(temperature, top_k, top_p):
+    """-inf is a ban, not a fault: the other tokens are drawn as usual, the banned one never."""
+    model = trained_looking_model()
+    prompt = torch.zeros(2, 1, dtype=torch.long)
+    free = generate(model, prompt, 20, temperature=0.0)
+    banned = sorted(set(free[:, 1:].flatten().tolist()))  # everything greedy would pick
+    handle = banning(model, banned, float("-inf"))
+    try:
+        out = generate(model, prompt, 20, temperature=temperature, top_k=top_k, top_p=top_p,
+                       generator=torch.Generator().manual_seed(0))
+        rows = generate_batch(model, [[0], [1, 2]], 20, temperature=temperature, top_k=top_k, top_p=top_p,
+                              generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert not set(out[:, 1:].flatten().tolist()) & set(banned)
+    assert not set(rows[0][1:] + rows[1][2:]) & set(banned)
+
+
+@pytest.mark.parametrize("value, banned", [(float("nan"), [3]), (float("inf"), [3]), (float("-inf"), "all")])
+def test_nan_plus_inf_or_nothing_finite_is_a_broken_model(value, banned):
+    model = trained_looking_model()
+    handle = banning(model, list(range(model.config.vocab_size)) if banned == "all" else banned, value)
+    try:
+        for temperature in (0.0, 1.0):
+            with pytest.raises(UserError, match="weights are broken"):
+                generate(model, torch.zeros(1, 1, dtype=torch.long), 3, temperature=temperature)
+    finally:
+        handle.remove()
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)

@@ -266,3 +266,94 @@ def test_written_files_keep_their_mode_or_get_the_umasks(run_dir):
         assert (run_dir / "last" / "model.safetensors").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old_mask)
+
+
+def test_a_read_only_file_is_replaced_and_keeps_its_mode(run_dir):
+    """The temporary gets the file's mode once written: while being written it is writable (a 0444
+    temporary would refuse the write for anyone but root)."""
+    from minitransformer.machine.files import write_atomically
+
+    page = run_dir / "page.txt"
+    page.write_text("old")
+    page.chmod(0o444)
+    modes = []
+
+    def write(temp: Path) -> None:
+        modes.append(temp.stat().st_mode & 0o777)
+        temp.write_text("new")
+
+    write_atomically(page, write)
+    assert page.read_text() == "new" and page.stat().st_mode & 0o777 == 0o444
+    assert modes[0] & 0o200  # writable while written
+
+
+def test_an_error_while_writing_names_the_users_file_not_our_temporary(run_dir):
+    from minitransformer.machine.files import write_atomically, write_folder_atomically
+
+    def fail(temp: Path) -> None:
+        raise OSError(28, "No space left on device", str(temp))
+
+    before = sorted(run_dir.iterdir())
+    for writer, path in ((write_atomically, run_dir / "page.txt"), (write_folder_atomically, run_dir / "last")):
+        with pytest.raises(OSError) as raised:
+            writer(path, fail)
+        assert raised.value.filename == str(path) and "mt-tmp" not in str(raised.value)
+    assert sorted(run_dir.iterdir()) == before  # no temporary left behind
+
+
+def test_writing_never_sets_the_process_umask(run_dir, monkeypatch):
+    """os.umask changes it for every thread at once (a notebook's others would create files with
+    none): the mode is computed from the umask read, never set."""
+    from minitransformer.machine import files
+
+    def forbidden(mask):
+        raise AssertionError("os.umask was called")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    files.write_atomically(run_dir / "new.txt", lambda temp: temp.write_text("n"))
+    files.write_folder_atomically(run_dir / "folder", lambda temp: (temp / "f").write_text("f"))
+    files.write_folder_atomically(run_dir / "folder", lambda temp: (temp / "g").write_text("g"))
+    assert (run_dir / "folder" / "g").exists() and not (run_dir / "folder" / "f").exists()
+    monkeypatch.undo()
+    mask = os.umask(0o027)
+    try:
+        assert files.current_umask() == 0o027
+        files.write_atomically(run_dir / "private.txt", lambda temp: temp.write_text("p"))
+        assert (run_dir / "private.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
+
+
+@pytest.mark.parametrize("swaps", [True, False], ids=["exchange", "two renames"])
+def test_a_crash_while_a_folder_is_replaced_leaves_a_whole_copy_under_a_name_we_find(run_dir, monkeypatch, swaps):
+    """Killed right after the swap (exchange) or between the two renames (where the system cannot
+    swap): the folder's own name holds the new copy, or the old one is where previous_copies looks."""
+    from minitransformer.machine import files
+
+    folder = run_dir / "last"
+    files.write_folder_atomically(folder, lambda temp: (temp / "weights").write_text("old"))
+    if not swaps:
+        monkeypatch.setattr(files, "exchange", lambda first, second: False)
+    real_replace = os.replace
+    crashes = []
+
+    def crash_after_the_first(source, target):
+        real_replace(source, target)
+        if not crashes:
+            crashes.append(target)
+            raise KeyboardInterrupt  # the process dies here
+
+    def crash_after_the_swap(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash_after_the_first)
+    monkeypatch.setattr(files, "remove", crash_after_the_swap if swaps else files.remove)
+    if swaps and files.renameat2() is None:
+        pytest.skip("this system has no renameat2")
+    with pytest.raises(KeyboardInterrupt):
+        files.write_folder_atomically(folder, lambda temp: (temp / "weights").write_text("new"))
+    if swaps:
+        assert (folder / "weights").read_text() == "new"
+    else:
+        assert not folder.exists()
+        assert [(copy / "weights").read_text() for copy in files.previous_copies(folder)] == ["old"]

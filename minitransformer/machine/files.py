@@ -11,19 +11,29 @@ Design choices:
 - fsync before the rename matters for power cuts: without it the operating system may write the
   rename to disk before the file's contents, leaving a correctly named but empty file. The folder
   holding the renamed entry is fsynced too, so the rename itself reaches the disk.
-- Replacing a folder takes two renames: the current one moves aside to `.NAME.PID.RANDOM.mt-old`,
-  then the new one takes its name. A crash between them leaves the previous folder complete under
-  that name, where `previous_copies` finds it (checkpoint loading falls back on it).
+- Replacing a folder swaps the new one and the current one in a single step (Linux's renameat2
+  with RENAME_EXCHANGE), so the folder's name holds a complete copy at every moment, then deletes
+  the old one. Where that call is missing (macOS, some file systems) it takes two renames: the
+  current one moves aside to `.NAME.PID.RANDOM.mt-old`, then the new one takes its name; a crash
+  between them leaves the previous folder complete under that name, where `previous_copies` finds
+  it (checkpoint loading falls back on it).
 - What may be deleted is decided by an exact record, never by a name's shape: a call deletes only
   the temporary it made itself (when writing fails: a full disk, Ctrl-C) and the old copy it moved
   aside itself (once its replacement is in place). A file of the user's that merely looks like
   ours (`.notes.99999.abc.mt-tmp`) is never touched; neither is a crash's leftover, which no
   running process made: `leftovers` lists those, and training names them for the user to delete.
 - A temporary file or folder gets the mode the final one would get (an existing file's mode,
-  else 0666 or 0777 less the umask), not tempfile's private 0600 and 0700.
+  else 0666 or 0777 less the umask), not tempfile's private 0600 and 0700. The mode is set once
+  the contents are written, so a read-only file (0444) is replaced like any other. The umask is
+  read from /proc, never by setting it: os.umask changes it for every thread of the process (a
+  notebook's other threads would create world-writable files meanwhile).
+- An error while writing names the file being written, never the hidden temporary.
 """
 
+import ctypes
+import ctypes.util
 import errno
+import functools
 import os
 import re
 import secrets
@@ -87,11 +97,24 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it: from /proc (Linux), else from the mode that a
+    probe file gets when created (setting the umask to read it would change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with tempfile.TemporaryDirectory() as folder:
+        probe = os.path.join(folder, "probe")
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY, 0o777))
+        return 0o777 & ~os.stat(probe).st_mode
+
+
 def creation_mode(base: int) -> int:
     """base (0o666 for a file, 0o777 for a folder) less the process's umask, as open() would make it."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return base & ~mask
+    return base & ~current_umask()
 
 
 def mode_for(path: Path, base: int) -> int:
@@ -134,6 +157,15 @@ def previous_copies(path: Path) -> list[Path]:
     return [copy for when, copy in sorted(dated, reverse=True) if when >= 0]
 
 
+def naming(error: OSError, temp: Path, path: Path) -> OSError:
+    """error, saying path where it said our temporary (or something inside it)."""
+    for attribute in ("filename", "filename2"):
+        name = getattr(error, attribute)
+        if isinstance(name, str) and name.startswith(str(temp)):
+            setattr(error, attribute, str(path) + name[len(str(temp)):])
+    return error
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temp_path), fsync it, then rename it onto path."""
     mode = mode_for(path, 0o666)
@@ -141,14 +173,45 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     os.close(descriptor)
     temp = Path(name)
     try:
-        os.chmod(temp, mode)
         write(temp)
+        os.chmod(temp, mode)  # after writing: a read-only mode (0444) would refuse the write
         fsync_path(temp)
         os.replace(temp, path)
+    except OSError as error:
+        remove(temp)
+        raise naming(error, temp, path)
     except BaseException:
         remove(temp)
         raise
     fsync_path(path.parent)
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h: swap the two names in one step
+
+
+@functools.cache
+def renameat2():
+    """libc's renameat2 (glibc 2.28 and later), or None where it does not exist (macOS, musl)."""
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing entries' names in one step; False where the system or file system cannot."""
+    function = renameat2()
+    if function is None:
+        return False
+    at_cwd = -100  # AT_FDCWD: the paths are taken as they are
+    if function(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: bool = True) -> None:
@@ -164,21 +227,29 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{TEMPORARY}"))
     old = None
     try:
-        os.chmod(temp, mode)
         write(temp)
         file_mode, folder_mode = creation_mode(0o666), creation_mode(0o777)
         for inside in temp.rglob("*"):  # some writers (safetensors) make their files private: ours are not
             if not inside.is_symlink():
                 os.chmod(inside, folder_mode if inside.is_dir() else file_mode)
+        os.chmod(temp, mode)  # after writing: a read-only folder's mode (0555) would refuse the files
         fsync_tree(temp)
         if path.is_dir() and not replace:
             path.rmdir()  # raises OSError if anything is in it (callers check before writing)
-        elif path.exists():
-            old = path.with_name(f"{own_prefix(path)}{secrets.token_hex(4)}.{PREVIOUS}")
-            os.replace(path, old)
-        os.replace(temp, path)
-    except BaseException:
+            os.replace(temp, path)
+        elif path.exists() and exchange(temp, path):
+            old = temp  # temp's name now holds the previous folder
+        else:
+            if path.exists():
+                old = path.with_name(f"{own_prefix(path)}{secrets.token_hex(4)}.{PREVIOUS}")
+                os.replace(path, old)
+            os.replace(temp, path)
+    except OSError as error:
         remove(temp)
+        raise naming(error, temp, path)
+    except BaseException:
+        if old is not temp:
+            remove(temp)
         raise
     fsync_path(path.parent)
     if old is not None:

@@ -27,7 +27,7 @@ import torch
 
 from .. import pieces as registry
 from ..errors import UserError
-from ..machine.files import write_atomically
+from ..machine.files import current_umask, write_atomically
 from ..taps import untapped
 from .checker import check, exercise, learner_traceback
 from .exercises import EXERCISES
@@ -97,17 +97,6 @@ def create_exclusively(path: Path, text: str) -> bool:
         return True
     finally:
         temp.unlink(missing_ok=True)
-
-
-def current_umask() -> int:
-    """The process's umask, read from /proc (setting it to read it would change it for every thread)."""
-    try:
-        for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 class NotLoadable(Exception):
