@@ -15,7 +15,7 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 
-from .errors import UserError
+from .errors import UserError, user_path
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ATTENTIONS = ("manual", "sdpa")
@@ -128,6 +128,9 @@ class DataConfig:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
 
 
+MAX_TIME_BUDGET_S = 10_000_000  # seconds: past this a budget is a mistake (and math on it overflows)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How long and how fast to train, and where to write the run."""
@@ -174,6 +177,9 @@ class TrainConfig:
         for name in ("time_budget_s", "tuned_steps", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be zero or more, got {getattr(self, name)!r}")
+        if self.time_budget_s > MAX_TIME_BUDGET_S:
+            raise UserError(f"train.time_budget_s = {self.time_budget_s:g} is too long: at most {MAX_TIME_BUDGET_S:,} s "
+                            "(about 16 weeks); for a run without a clock set it to 0 (then train.max_steps decides)")
         if not 0 <= self.seed < 2**64:
             raise UserError(f"train.seed must be a whole number from 0 to 2**64 - 1, got {self.seed}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -234,7 +240,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
 def read_toml(path: str) -> dict:
     """A TOML file's tables; a missing or malformed file is a UserError."""
     try:
-        with open(path, "rb") as file:
+        with open(user_path(path), "rb") as file:
             return tomllib.load(file)
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist; pass a path such as configs/tiny.toml")
@@ -246,6 +252,13 @@ def read_toml(path: str) -> dict:
         raise UserError(f"config file {path} cannot be read ({error.strerror}); pass a readable TOML file")
     except UnicodeDecodeError:
         raise UserError(f"config file {path} is not UTF-8 text; pass a TOML file such as configs/tiny.toml")
+
+
+def check_tables(tables: dict, source: str) -> None:
+    """Refuse a table that is not [model], [data] or [train] (a misspelled [trian] would be ignored)."""
+    for section, table in tables.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise UserError(f"{source}: unknown table [{section}]; the tables are {list(SECTIONS)}")
 
 
 def load_config(path: str | None = None, overrides: tuple[str, ...] = (), tables: dict | None = None) -> RunConfig:
@@ -261,10 +274,9 @@ def load_config(path: str | None = None, overrides: tuple[str, ...] = (), tables
         tables = read_toml(path)
     elif tables is None:
         tables = {"model": DEFAULT_MODEL}
+    check_tables(tables or {}, source)
     merged: dict[str, dict] = {section: {} for section in SECTIONS}
     for section, table in (tables or {}).items():
-        if section not in SECTIONS or not isinstance(table, dict):
-            raise UserError(f"{source}: unknown table [{section}]; the tables are {list(SECTIONS)}")
         merged[section].update(table)
     for override in overrides:
         section, name, value = parse_override(override)

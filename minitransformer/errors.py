@@ -18,6 +18,19 @@ class UserError(ValueError):
     everywhere = False
 
 
+def user_path(path):
+    """path as a Path, with a leading ~ or ~user turned into that home folder; a user (or home)
+    that cannot be found is a UserError, not a RuntimeError from deep inside pathlib."""
+    from pathlib import Path
+
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        user = str(path).split("/", 1)[0]
+        raise UserError(f"{path}: {user} names no user with a home folder on this machine; write the path in full "
+                        "(e.g. /home/NAME/...), or ~/... for your own home") from None
+
+
 def short_cause(error: BaseException, limit: int = 120) -> str:
     """An exception as a few words on one line, e.g. "ValueError: bad header", for a one-line
     message: the first line of its text, cut at a word boundary when longer than limit."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .activations import ablation_losses, lens_rows, logit_lens
-from .errors import UserError
+from .errors import UserError, user_path
 from .inspection import capture_attention, token_label
 from .machine.files import write_atomically
 from .model import GPT
@@ -50,7 +50,7 @@ class Explorer:
 
     def save(self, path: str | Path) -> Path:
         """Write the page to path, whole or not at all."""
-        path = Path(path)
+        path = user_path(path)
         try:
             write_atomically(path, lambda temp: temp.write_text(self.html, encoding="utf-8"))
         except OSError as error:

@@ -15,11 +15,10 @@ Design choices:
 import functools
 import importlib
 import io
-from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, user_path
 from .machine.files import write_atomically
 
 INSTALL = 'pip install -e ".[plot]" (or pip install matplotlib)'
@@ -126,7 +125,7 @@ def plot_head_ablation(rises: torch.Tensor, base: float):
 
 def save(figure, path: str) -> None:
     """Write a figure to a file (its format from the name's suffix), whole or not at all."""
-    path = Path(path)
+    path = user_path(path)
     file_format = path.suffix.lstrip(".").lower() or "png"
     try:
         write_atomically(path, lambda temp: figure.savefig(temp, format=file_format, dpi=120))

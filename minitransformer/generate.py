@@ -174,9 +174,9 @@ def check_finite(finite: torch.Tensor) -> None:
     model: argmax and the draw would pick a token all the same). Read once, after the last token,
     so no step waits for the GPU."""
     if not finite.item():
-        raise UserError("the model's next-token scores were not usable (NaN, +infinity, or -infinity for every "
-                        "token), so the tokens drawn from them mean nothing; its weights are broken: train it again "
-                        "(or load another)")
+        raise UserError("the model's next-token scores were not finite numbers (NaN or +infinity, or -infinity for "
+                        "every token), so the tokens drawn from them mean nothing; its weights are broken: train it "
+                        "again (or load another)")
 
 
 def generate(

@@ -11,7 +11,7 @@ from minitransformer.commands.cli import main
 from minitransformer.commands.plot import text_chart
 from minitransformer.explorer import page
 from minitransformer.machine import device
-from tests.conftest import ROOT, error_line
+from tests.conftest import QUICK, ROOT, error_line
 
 
 def test_the_explorer_fills_its_template_in_one_pass():
@@ -324,3 +324,68 @@ def test_an_import_that_cannot_write_says_to_run_it_again_not_to_resume(tiny_run
     assert main(["import-gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 2
     err = error_line(capsys)
     assert "run the command again" in err and "--resume" not in err
+
+
+@pytest.mark.parametrize("setting", ["train.batch_size=100000000", "model.n_layer=0", "train.time_budget_s=0.001"])
+def test_a_start_refused_after_the_data_is_prepared_leaves_nothing(tmp_path, capsys, setting):
+    """Refused once the corpus is tokenised (the memory check, the budget): data/ goes too, and the
+    folders made for the run."""
+    out = tmp_path / "new" / "run"
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(out), "--set", setting]) == 2
+    assert error_line(capsys) and not (tmp_path / "new").exists()
+
+
+def test_a_refused_start_keeps_the_data_folder_it_found(run_dir, capsys):
+    before = sorted(path.name for path in (run_dir / "data").iterdir())
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(run_dir), "--set",
+                 "train.batch_size=100000000"]) == 2
+    assert sorted(path.name for path in (run_dir / "data").iterdir()) == before
+
+
+@pytest.mark.parametrize("inside", ["last", "best", "data", "last/x", "data/x/y", "best/../last"])
+def test_a_run_inside_a_folder_we_wrote_is_refused(tiny_run, tmp_path, capsys, inside):
+    """--out inside a run (its checkpoints, its data) would mix a second run into the first."""
+    before = {path: path.stat().st_mtime_ns for path in tiny_run.rglob("*")}
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", f"{tiny_run}/{inside}",
+                 *QUICK, "--set", "train.max_steps=2"]) == 2
+    assert "written by minitransformer" in error_line(capsys)
+    assert {path: path.stat().st_mtime_ns for path in tiny_run.rglob("*")} == before
+
+
+def test_a_run_inside_an_exported_model_is_refused(tiny_run, tmp_path, capsys):
+    assert main(["export-gpt2", str(tiny_run), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(tmp_path / "hf" / "run")]) == 2
+    assert "a model written by minitransformer" in error_line(capsys) and not (tmp_path / "hf" / "run").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["sample", "--checkpoint", "~nosuchuser0/run", "--prompt", "a"], ["inspect", "--checkpoint", "~nosuchuser0/run",
+                                                                       "--prompt", "a"],
+    ["heads", "~nosuchuser0/run"], ["export-gpt2", "~nosuchuser0/run", "--out", "x"], ["plot", "~nosuchuser0/run"],
+    ["train", "--init-from", "~nosuchuser0/run", "--out", "x"], ["train", "--out", "~nosuchuser0/run"],
+    ["train", "--config", "~nosuchuser0/c.toml"], ["import-gpt2", "gpt2", "--out", "~nosuchuser0/x"],
+])
+def test_a_home_folder_that_cannot_be_found_is_one_line(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 2
+    assert "~nosuchuser0 names no user" in error_line(capsys) and not list(tmp_path.iterdir())
+
+
+def test_load_model_with_an_unknown_home_is_a_user_error():
+    from minitransformer import load_model
+    from minitransformer.errors import UserError
+
+    with pytest.raises(UserError, match="names no user"):
+        load_model("~nosuchuser0/run")
+
+
+def test_train_from_python_refuses_a_misspelled_table(tmp_path):
+    from minitransformer import train
+    from minitransformer.errors import UserError
+
+    config = tmp_path / "x.toml"
+    config.write_text((ROOT / "configs" / "tiny.toml").read_text() + "\n[trian]\nmax_steps = 3\n")
+    with pytest.raises(UserError, match=r"unknown table \[trian\]"):
+        train(str(config), out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()

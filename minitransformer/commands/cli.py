@@ -59,11 +59,11 @@ def run_train(args: argparse.Namespace) -> int:
         except HerCodeFailed as error:
             print(f"FAILED: {error}", file=sys.stderr)
             return 1
-    # A time budget is the command's wall clock: it counts from the process's start.
+    # A time budget is the command's wall clock: it counts from the process's start (budget.py).
     with practice_use(**pieces) if pieces else nullcontext():
         try:
             result = train(config, resume=args.resume, pause_after=args.pause_after, init_from=args.init_from,
-                           remeasure=args.remeasure, started=budget.now() - budget.process_age_s())
+                           remeasure=args.remeasure, started=budget.command_started())
         except HerCodeFailed as error:  # her piece raised inside the model: her traceback, not ours
             print(f"FAILED: {error}", file=sys.stderr)
             return 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..config import DataConfig, TrainConfig
-from ..errors import UserError, short_cause
+from ..errors import UserError, short_cause, user_path
 from ..formats.checkpoint import save_checkpoint, weights_metadata
 from ..formats.gpt2 import HUB_MODELS, check_exportable, hf_config_for, load_hf_folder, state_to_hf
 from ..formats.hf_tokenizer import write_gpt2_tokenizer_files
@@ -54,10 +54,10 @@ def check_empty(target: Path) -> None:
 def import_gpt2(source: str, out: str, say=print) -> Path:
     """Write a checkpoint folder at out from a Hugging Face GPT-2 folder or hub name."""
     started = time.perf_counter()
-    target = Path(out)
+    target = user_path(out)
     check_empty(target)
     make_parent(target)
-    folder = Path(source).expanduser()
+    folder = user_path(source)
     if not folder.is_dir():
         if source not in HUB_MODELS:
             raise UserError(f"{source!r} is neither a folder nor a hub model; give a Hugging Face GPT-2 folder "
@@ -80,7 +80,7 @@ def export_gpt2(checkpoint: str, out: str, say=print) -> Path:
     model, tokenizer = load_model(checkpoint)
     check_exportable(model.config)
     gpt2_tokens = isinstance(tokenizer, TiktokenTokenizer) and tokenizer.name == "gpt2"
-    target = Path(out)
+    target = user_path(out)
     check_empty(target)
     make_parent(target)
     written = []

@@ -11,14 +11,13 @@ Design choices:
 - Windows are drawn with a fixed seed: the same command gives the same ranking.
 """
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import figures
 from ..activations import ablation_losses
-from ..errors import UserError
+from ..errors import UserError, user_path
 from ..formats.load import load_model
 from ..inspection import shade
 from ..machine.device import choose_device
@@ -32,7 +31,7 @@ BATCH = 8  # windows per batch
 def held_out_tokens(checkpoint: str, corpus: str | None, tokenizer) -> tuple[np.ndarray, str]:
     """Token ids to measure the loss on, and where they came from."""
     if corpus is None:
-        for folder in (Path(checkpoint), Path(checkpoint).parent):
+        for folder in (user_path(checkpoint), user_path(checkpoint).parent):
             meta = read_meta(folder / "data")
             if meta is not None and meta["tokenizer"] == tokenizer.describe() and (folder / "data" / "val.bin").is_file():
                 # The checks training makes before it reuses the data: sizes as meta.json says, every id

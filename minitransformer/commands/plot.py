@@ -5,10 +5,9 @@ it prints a compact text chart, so the command works everywhere.
 """
 
 import sys
-from pathlib import Path
 
 from .. import figures
-from ..errors import UserError
+from ..errors import UserError, user_path
 from ..machine.files import check_output_file
 from ..training.run_folder import read_metrics_rows
 
@@ -18,7 +17,7 @@ CHART_WIDTH = 60
 
 def read_metrics(run_dir: str) -> list[dict]:
     """The run's metrics rows; damaged lines are dropped with a warning on stderr."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = user_path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"no metrics at {path}; pass a run folder written by `minitransformer train`")
     warnings: list[str] = []

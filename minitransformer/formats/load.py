@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from ..errors import user_path
 from .gpt2 import is_hf_folder, load_hf_folder
 from ..model import GPT
 from ..tokenizer import CharTokenizer, TiktokenTokenizer
@@ -19,7 +20,7 @@ from ..tokenizer import CharTokenizer, TiktokenTokenizer
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:
     """(model, tokenizer) for a checkpoint, run or Hugging Face GPT-2 folder; the model in eval mode."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if is_hf_folder(path):
         return load_hf_folder(path, device)
     checkpoint = load_checkpoint(path, device)

@@ -42,7 +42,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, user_path
 
 TEMPORARY, PREVIOUS = "mt-tmp", "mt-old"
 # .NAME.PID.RANDOM.mt-tmp or .mt-old: the only names this module ever deletes.
@@ -258,7 +258,7 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
 
 def check_output_file(path: str | Path, flag: str) -> Path:
     """Refuse, before any work, an output file whose folder does not exist or that is a folder."""
-    path = Path(path)
+    path = user_path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out'}")
     if not path.parent.is_dir():

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from ..config import DEFAULT_MODEL, SECTIONS, TrainConfig, load_config, read_toml
+from ..config import DEFAULT_MODEL, SECTIONS, TrainConfig, check_tables, load_config, read_toml
 from ..formats.checkpoint import read_run_config
 from ..errors import UserError
 from ..model import GPT
@@ -89,6 +89,7 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
             tables = {}  # the architecture comes from the checkpoint
         else:
             tables = read_toml(config) if config is not None else {"model": DEFAULT_MODEL}
+            check_tables(tables, config)
         merged = {section: {**tables.get(section, {}), **changes[section]} for section in SECTIONS}
         run_config = load_config(tables=merged)
         result = run_training(run_config, resume=resume, pause_after=pause_after, quiet=quiet, init_from=init_from,

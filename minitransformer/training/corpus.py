@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..bpe import GPT2_PATTERN
-from ..errors import UserError
+from ..errors import UserError, user_path
 
 SHIPPED_CORPUS = "tinyshakespeare"
 PIECE_CHARS = 1 << 20  # characters read at a time: 1-4 MB of memory per piece
@@ -38,7 +38,7 @@ def corpus_files(corpus: str) -> list[Path]:
     """The files a corpus name stands for, in reading order."""
     if corpus == SHIPPED_CORPUS:
         return [Path(str(resources.files("minitransformer") / "assets" / "tinyshakespeare.txt"))]
-    path = Path(corpus).expanduser()
+    path = user_path(corpus)
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
         if not files:

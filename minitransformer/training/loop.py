@@ -45,7 +45,7 @@ from ..config import RunConfig, TrainConfig
 from .data import Dataset, get_batch
 from ..machine.device import autocast, matmul_peak, synchronize
 from .distributed import Ranks, start_distributed, stop_distributed
-from ..errors import UserError, short_cause
+from ..errors import UserError, short_cause, user_path
 from ..generate import generate
 from .memory import flops_per_token
 from ..model import GPT
@@ -53,7 +53,7 @@ from .optim import lr_at, set_learning_rate
 from ..machine.files import leftovers
 from . import budget
 from .budget import Clock, evaluation_due, forecast, position
-from .run_folder import RunLock, append_metrics, check_ours, make_run_folder, remove_own_lock
+from .run_folder import Made, RunLock, append_metrics, check_not_inside_ours, check_ours, make_run_folder
 from .setup import Run, restore_run, start_run
 
 
@@ -102,6 +102,7 @@ def save_run(run: Run, name: str) -> None:
     train_state = {
         "step": run.state.step, "elapsed_s": run.state.elapsed_s, "best_val_loss": run.state.best_val_loss,
         "schedule": run.state.schedule.to_dict(), "optimizer": run.config.train.optimizer,
+        "ended_by": run.state.ended_by, "clock": run.clock.saved(),
         "dtype": str(run.dtype).removeprefix("torch."),
         "optimizers": [optimizer.state_dict() for optimizer in run.optimizers], "rng": rng,
     }
@@ -122,7 +123,7 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
     device = model.wte.weight.device
     losses = {}
     for name, split in (("train", dataset.train), ("val", dataset.val)):
-        generator = torch.Generator().manual_seed(train.seed + 1)
+        generator = torch.Generator().manual_seed((train.seed + 1) % 2**64)  # seeds go up to 2**64 - 1
         total = torch.zeros((), device=device)  # summed on the device, read once
         for _ in range(train.eval_batches):
             x, y = get_batch(split, train.batch_size, model.config.block_size, generator, device, ranks.rank, ranks.world)
@@ -135,9 +136,17 @@ def evaluate(model: GPT, dataset: Dataset, train: TrainConfig, dtype: torch.dtyp
 
 
 def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
-    """Evaluate, log a metrics row, and save `best/` (on a new lowest val loss) and `last/`."""
-    cfg, state = run.config.train, run.state
+    """Evaluate, log a metrics row, and save `best/` (on a new lowest val loss) and `last/`.
+
+    Its seconds go on the run's clock (rank 0's, for every rank) before the save, so that the
+    checkpoint's clock counts this evaluation; the save's seconds are added after. At a command's
+    first evaluation on a budget the final sample's seconds are predicted too (budget.py reserves them).
+    """
+    cfg, state, clock = run.config.train, run.state, run.clock
     check_finite(run, saved_step)
+    synchronize(run.device)  # what the GPU still has queued is training, not evaluation
+    begun = run.ranks.from_main(clock.elapsed())
+    state.elapsed_s = begun
     losses = evaluate(run.model, run.dataset, cfg, run.dtype, run.ranks)
     for name, value in losses.items():
         if not math.isfinite(value):
@@ -148,22 +157,39 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
     if new_best:
         state.best_val_loss = losses["val"]
     if run.ranks.main:
-        row = {"step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
-               "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3),
-               "tokens": state.step * tokens_per_step(run)}
-        steps, seconds = state.step - run.logged[0], run.train_s - run.logged[1]
-        if steps > 0 and seconds > 0:
-            rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
-            peak = matmul_peak(run.dtype, run.device) * run.ranks.world
-            mfu = rate * flops_per_token(run.model.config) / peak
-            row.update(tokens_per_s=round(rate, 1), **({"mfu": round(mfu, 4)} if math.isfinite(mfu) else {}))
         with writing_into_folder(run):
-            append_metrics(run.out_dir / "metrics.jsonl", row)
+            append_metrics(run.out_dir / "metrics.jsonl", metrics_row(run, losses))
+    run.logged = (state.step, run.train_s)
+    if not clock.sample_measured and cfg.time_budget_s > 0:
+        clock.sample_s = run.ranks.from_main(sample_seconds(run))  # every rank reserves the same
+        clock.sample_measured = True
+    ended = run.ranks.from_main(clock.elapsed())
+    clock.evaluated(ended - begun, ended, state.step)
+    # The checkpoint's seconds: a resumed run goes on from the end of this evaluation, a reopened
+    # finished one from the end of its (predicted) sample.
+    state.elapsed_s = ended + (clock.sample_s if state.ended_by is not None else 0.0)
+    if run.ranks.main:
         if new_best:
             save_run(run, "best")
         save_run(run, "last")
-    run.logged = (state.step, run.train_s)
+    clock.evaluated_more(run.ranks.from_main(clock.elapsed()) - ended)
     return losses
+
+
+def metrics_row(run: Run, losses: dict[str, float]) -> dict:
+    """The metrics.jsonl row of an evaluation: step, losses, learning rate, the run's seconds and
+    tokens, and the speed since the last row (tokens per second, model FLOPs utilisation)."""
+    state = run.state
+    row = {"step": state.step, "train_loss": losses["train"], "val_loss": losses["val"],
+           "lr": run.optimizers[-1].param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 3),
+           "tokens": state.step * tokens_per_step(run)}
+    steps, seconds = state.step - run.logged[0], run.train_s - run.logged[1]
+    if steps > 0 and seconds > 0:
+        rate = steps * tokens_per_step(run) / seconds  # tokens per second since the last row
+        peak = matmul_peak(run.dtype, run.device) * run.ranks.world
+        mfu = rate * flops_per_token(run.model.config) / peak
+        row.update(tokens_per_s=round(rate, 1), **({"mfu": round(mfu, 4)} if math.isfinite(mfu) else {}))
+    return row
 
 
 def tokens_per_step(run: Run) -> int:
@@ -324,11 +350,13 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     """
     started = budget.now() if started is None else started
     cfg = config.train
+    if not resume:  # before anything is made: a budget that the imports alone have mostly spent
+        budget.check_start_up(budget.now() - started, cfg.time_budget_s)
     if pause_after is not None and (isinstance(pause_after, bool) or not isinstance(pause_after, int) or pause_after < 1):
         raise UserError(f"--pause-after must be a whole number of steps, at least 1; got {pause_after!r}")
     if resume and init_from is not None:
         raise UserError("--resume continues a run and --init-from starts a new one: pass only one of them")
-    out_dir = Path(cfg.out_dir)
+    out_dir = user_path(cfg.out_dir)
     ranks, device = start_distributed(cfg.device)
     how_to_resume = resume_hint(out_dir) if resume_hint is not None else resume_command(out_dir, ranks)
     if device.type == "cuda":
@@ -339,41 +367,50 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
     finished = False
     quiet = quiet or not ranks.main  # under torchrun, rank 0 alone speaks
     say = Printer((lambda message: None) if quiet else print)
-    # The folders this training makes (out_dir and any missing parents), outermost last.
-    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()] if ranks.main else []
+    made = Made(out_dir) if ranks.main else None  # what this start makes, to take back if it is refused
     try:
         if ranks.main:
+            check_not_inside_ours(out_dir)
             make_run_folder(out_dir)
+            made.note_made()
             check_ours(out_dir)
         with RunLock(out_dir, say) if ranks.main else nullcontext() as lock:
-            if ranks.main:
-                found = leftovers(out_dir)
-                if found:
-                    say(f"note: {out_dir} holds {', '.join(path.name for path in found[:3])}"
-                        f"{' and more' if len(found) > 3 else ''}, named like minitransformer's temporaries, of a "
-                        "process that no longer runs (a crash?); they are left alone: delete them if they are not yours")
-            progress = False if quiet else None  # None: data bars only on a terminal
-            run = restore_run(config, out_dir, device, say, ranks, progress, remeasure) if resume else \
-                start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)
-            run.lock = lock
-            run.clock = Clock(started, run.state.elapsed_s)
-            say(describe(run))
-            # disable=None: no bar when stderr is not a terminal (a log file, a pipe); "auto" picks
-            # Jupyter's widget in a notebook, the text bar elsewhere.
-            bar_type, shown = (auto_tqdm, not quiet) if progress_bar == "auto" else (tqdm, False if quiet else None)
-            bar = bar_type(total=100, initial=round(100 * progress_of(run)), disable=None if shown is None else not shown,
-                           dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-            if not quiet:
-                say.write = bar.write
             try:
-                result = loop(run, bar, resume, pause_after)
-            except RuntimeError as error:
-                if not ranks.lost_peer(error):
-                    raise
-                raise UserError(f"another training process stopped ({short_cause(error)}); "
-                                f"{out_dir / 'last'} is intact; resume with: {how_to_resume}")
-            finally:
-                bar.close()
+                if ranks.main:
+                    found = leftovers(out_dir)
+                    if found:
+                        say(f"note: {out_dir} holds {', '.join(path.name for path in found[:3])}"
+                            f"{' and more' if len(found) > 3 else ''}, named like minitransformer's temporaries, of a "
+                            "process that no longer runs (a crash?); they are left alone: delete them if they are not yours")
+                progress = False if quiet else None  # None: data bars only on a terminal
+                run = restore_run(config, out_dir, device, say, ranks, progress, remeasure) if resume else \
+                    start_run(config, out_dir, device, say, init_from, ranks, progress, remeasure)
+                run.lock = lock
+                run.quiet = quiet
+                run.clock = Clock.resumed(started, run.state.elapsed_s, run.state.clock, run.state.step) if resume \
+                    else Clock(started)
+                say(describe(run))
+                # disable=None: no bar when stderr is not a terminal (a log file, a pipe); "auto" picks
+                # Jupyter's widget in a notebook, the text bar elsewhere.
+                bar_type, shown = (auto_tqdm, not quiet) if progress_bar == "auto" else (tqdm, False if quiet else None)
+                bar = bar_type(total=100, initial=round(100 * progress_of(run)), disable=None if shown is None else not shown,
+                               dynamic_ncols=True, bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+                if not quiet:
+                    say.write = bar.write
+                try:
+                    result = loop(run, bar, resume, pause_after)
+                except RuntimeError as error:
+                    if not ranks.lost_peer(error):
+                        raise
+                    raise UserError(f"another training process stopped ({short_cause(error)}); "
+                                    f"{out_dir / 'last'} is intact; resume with: {how_to_resume}")
+                finally:
+                    bar.close()
+            except Exception:
+                if made is not None and not resume:  # a refused start leaves nothing of the run
+                    made.take_back(lock)
+                raise
+
         state = run.state
         if result["stopped_by"] == "output closed":
             raise UserError(f"standard output was closed (the program reading it exited), so training stopped at "
@@ -385,27 +422,17 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
         else:
             if cfg.sample_tokens > 0 and not quiet:
                 print_sample(run.model, run.dataset, cfg.sample_tokens, device, cfg.seed, say)
-            note = budget.shortfall(state.step - result["first_step"], cfg.tuned_steps, cfg.time_budget_s)
-            if note is not None and not resume:
+            note = budget.shortfall(state.step, cfg.tuned_steps, cfg.time_budget_s)
+            if note is not None and state.ended_by == "budget":  # not when max_steps ended it
                 say(note)
         finished = True
         return result
     except BaseException:
-        if ranks.main:  # a Ctrl-C between creating run.lock and writing our pid in it leaves it behind
-            remove_own_lock(out_dir, empty_too=bool(made))
-        for folder in made:  # a refused start leaves no empty folder of ours behind
-            remove_if_empty(folder)
+        if made is not None:
+            made.remove_empty_folders()
         raise
     finally:
         stop_distributed(finished)
-
-
-def remove_if_empty(folder: Path) -> None:
-    """Remove a folder this training made, if nothing was written into it."""
-    try:
-        folder.rmdir()  # fails on a folder that holds anything
-    except OSError:
-        pass
 
 
 def resume_command(out_dir: Path, ranks: Ranks) -> str:
@@ -429,29 +456,30 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
     start_step = state.step
     saved_step = state.step if resume else None  # the step that last/ holds
     stopped_by, losses = None, None
+    ended_by = "max_steps"  # unless the budget ends the loop first
     read_every_step = reads_every_step(run)
     reported = (time.perf_counter(), state.step, run.train_s)
-    if resume:  # a resumed run's first step was evaluated before the run stopped
-        clock.evaluated(0.0, state.elapsed_s, state.step)
     stepped_from = None  # the run's seconds when the last step began (rank 0's, like every reading)
     with StopRequest() as stop:
         for step in range(start_step, cfg.max_steps):
             state.elapsed_s = run.ranks.from_main(clock.elapsed())  # rank 0's clock decides, for all
             if stepped_from is not None:
                 # Derived from rank 0's readings, so every rank predicts the same end and stops together.
-                clock.step_s = state.elapsed_s - stepped_from
+                clock.stepped(state.elapsed_s - stepped_from)
+            if clock.evaluations == 0:  # a fresh run, before anything of it is saved
+                budget.check_start_up(state.elapsed_s, cfg.time_budget_s)
             if position(clock, step, state.elapsed_s, state.schedule.unit) >= state.schedule.end:
+                ended_by = "budget"
                 break
-            stepped_from = state.elapsed_s
-            if not (resume and step == start_step) and \
-                    evaluation_due(clock, step, state.elapsed_s, cfg.eval_interval, cfg.time_budget_s):
-                losses = timed_evaluation(run, saved_step)
-                saved_step = step
-                stepped_from = clock.last_eval_at  # the step begins when the evaluation has ended
-            elif cfg.time_budget_s > 0:
+            if cfg.time_budget_s > 0:
                 line = forecast(clock, step, state.elapsed_s, state.schedule.end)
                 if line is not None:
                     run.say(line)
+            stepped_from = state.elapsed_s
+            if evaluation_due(clock, step, state.elapsed_s, cfg.eval_interval, cfg.time_budget_s, cfg.max_steps):
+                losses = evaluate_and_save(run, saved_step)
+                saved_step = step
+                stepped_from = clock.last_eval_at  # the step begins when the evaluation has ended
             # A Ctrl-C seen by any rank, or rank 0's stdout closed, stops them all here, together.
             interrupted = run.ranks.any(stop.requested or run.say.closed)
             if interrupted or (pause_after is not None and step - start_step >= pause_after):
@@ -470,26 +498,13 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
         synchronize(run.device)
         state.elapsed_s = run.ranks.from_main(clock.elapsed())
         if stopped_by is None:
+            state.ended_by = ended_by  # saved with last/: a finished run resumes only when extended
             losses = evaluate_and_save(run, saved_step)
         elif saved_step != state.step and run.ranks.main:
             check_finite(run, saved_step)
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
             "tokenizer": run.dataset.tokenizer, "first_step": start_step}
-
-
-def timed_evaluation(run: Run, saved_step: int | None) -> dict[str, float]:
-    """evaluate_and_save, its seconds noted on the run's clock (rank 0's, for every rank); after
-    the first, the final sample's seconds are predicted too (budget.py reserves them)."""
-    synchronize(run.device)  # what the GPU still has queued is training, not evaluation
-    begun = run.ranks.from_main(run.clock.elapsed())
-    run.state.elapsed_s = begun
-    losses = evaluate_and_save(run, saved_step)
-    if run.clock.evaluations == 0 and run.config.train.time_budget_s > 0:
-        run.clock.sample_s = run.ranks.from_main(sample_seconds(run))  # every rank reserves the same
-    ended = run.ranks.from_main(run.clock.elapsed())
-    run.clock.evaluated(ended - begun, ended, run.state.step)
-    return losses
 
 
 def reads_every_step(run: Run) -> bool:
@@ -532,12 +547,12 @@ SAMPLE_PROBE_TOKENS = 8
 
 def sample_seconds(run: Run) -> float:
     """Predicted seconds of the final sample: SAMPLE_PROBE_TOKENS tokens timed, scaled up (a
-    generator of its own, so no random state of the run moves)."""
+    generator of its own, so no random state of the run moves); 0 when none is printed (quiet)."""
     tokens = run.config.train.sample_tokens
-    if tokens == 0:
+    if tokens == 0 or run.quiet:
         return 0.0
     generator = torch.Generator(device=run.device).manual_seed(0)
-    begun = time.perf_counter()
+    begun = budget.now()
     generate(run.model, sample_start(run.dataset, run.device), SAMPLE_PROBE_TOKENS, temperature=0.8, generator=generator)
     synchronize(run.device)
-    return (time.perf_counter() - begun) * tokens / SAMPLE_PROBE_TOKENS
+    return (budget.now() - begun) * tokens / SAMPLE_PROBE_TOKENS

@@ -37,6 +37,44 @@ CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "state
 NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open() fails on a symbolic link instead of writing through it
 
 
+def what_we_wrote(folder: Path) -> str | None:
+    """What kind of folder of ours `folder` is ("a run", "a checkpoint", "tokenised data", "a
+    model"), or None: a run folder holds checkpoints or metrics, a checkpoint our config.json, a
+    data folder our meta.json, an exported model config.json and model.safetensors."""
+    def keys(name: str) -> set:
+        try:
+            content = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            return set()
+        return set(content) if isinstance(content, dict) else set()
+
+    if any(os.path.lexists(folder / name) for name in (*RUN_TRACES, LOCK_FILE)):
+        return "a run"
+    if {"model", "run", "version"} <= keys("config.json"):
+        return "a checkpoint"
+    if {"corpus_sha256", "tokenizer", "dtype"} <= keys("meta.json"):
+        return "tokenised data"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return "a model"
+    return None
+
+
+def check_not_inside_ours(out_dir: Path) -> None:
+    """Refuse a run folder inside a folder the program wrote (`--out runs/x/last`, `--out runs/x/data`),
+    or that is a checkpoint, data or model folder itself: a save would mix it into that folder, which
+    could then no longer be resumed or loaded."""
+    try:
+        resolved = out_dir.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return  # make_run_folder names the problem
+    for folder in (resolved, *resolved.parents):
+        kind = what_we_wrote(folder) if folder.is_dir() else None
+        if kind is not None and (folder != resolved or kind != "a run"):
+            where = "is" if folder == resolved else f"is inside {folder}, which holds"
+            raise UserError(f"--out {out_dir} {where} {kind} written by minitransformer; a run there would mix its "
+                            "files into it: choose a folder outside it, e.g. --out runs/new")
+
+
 def make_run_folder(out_dir: Path) -> None:
     """Create out_dir (and its parents), or raise one line saying why it cannot be."""
     try:
@@ -187,16 +225,52 @@ class RunLock:
         self.descriptor = None
 
 
-def remove_own_lock(out_dir: Path, empty_too: bool) -> None:
-    """Remove run.lock if it holds this process's pid (or nothing, when empty_too: the folder is
-    this process's own, made by it), after a start that failed or was interrupted midway."""
-    path = out_dir / LOCK_FILE
+class Made:
+    """What a start makes: the run folder and its missing parents, and its data folder. A start
+    refused (or failed) before its first checkpoint takes back exactly that, and nothing else.
+
+    Folders are known by identity (device and inode), not by path: a folder someone deleted and
+    another training made again at the same path is that training's, and is never removed.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.folders = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]  # outermost last
+        self.had_data = os.path.lexists(out_dir / "data")
+        self.identities: dict[Path, tuple[int, int]] = {}
+
+    def note_made(self) -> None:
+        """Record the identities of the folders just made."""
+        for folder in self.folders:
+            self.identities[folder] = identity(folder)
+
+    def take_back(self, lock: "RunLock") -> None:
+        """Remove the data folder this start wrote, while it holds the folder's lock and the folder
+        is still its own, if no checkpoint was saved (a run that saved one is a run, kept)."""
+        if self.had_data or lock is None or os.path.lexists(self.out_dir / "last"):
+            return
+        try:
+            lock.check_held()
+        except UserError:
+            return
+        remove(self.out_dir / "data")
+
+    def remove_empty_folders(self) -> None:
+        """Remove the folders this start made that are still the ones it made and hold nothing."""
+        for folder in self.folders:
+            if folder in self.identities and identity(folder) == self.identities[folder]:
+                try:
+                    folder.rmdir()  # fails on a folder that holds anything
+                except OSError:
+                    pass
+
+
+def identity(path: Path) -> tuple[int, int] | None:
     try:
-        if path.is_file() and not path.is_symlink() and path.read_text().strip() in (
-                (str(os.getpid()), "") if empty_too else (str(os.getpid()),)):
-            path.unlink()
+        status = os.stat(path, follow_symlinks=False)
     except OSError:
-        pass
+        return None
+    return status.st_dev, status.st_ino
 
 
 def append_metrics(path: Path, row: dict) -> None:

@@ -50,6 +50,8 @@ class RunState:
     step: int = 0  # optimizer steps taken
     elapsed_s: float = 0.0  # the run's wall-clock seconds, every command's (start-up, evaluations included)
     best_val_loss: float = math.inf
+    ended_by: str | None = None  # "max_steps" or "budget" once the run has finished; None before
+    clock: dict | None = None  # the saved Clock (budget.py) of a resumed run; None for a new one
 
     def now(self, unit: str) -> float:
         """Where the run stands, in steps or in wall-clock seconds."""
@@ -76,6 +78,7 @@ class Run:
     train_s: float = 0.0  # seconds in training steps in this command (evaluations excluded), for tokens/s
     logged: tuple[int, float] = (0, 0.0)  # (step, train_s) at the last metrics row, for tokens/s
     lock: RunLock | None = None  # the run folder's lock (rank 0 only), checked before every write
+    quiet: bool = False  # nothing printed: no final sample, so none is reserved on a budget
     scaler: torch.amp.GradScaler | None = None  # float16's loss scaler; a disabled one changes nothing
     # (step, loss, gradient norm) of the first step that was not finite, noted on the device (loop.py)
     nonfinite: torch.Tensor | None = None
@@ -213,6 +216,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         optimizers = make_optimizers(model, cfg)
         restore_optimizers(optimizers, saved["optimizers"])
         state = restore_state(saved, cfg, checkpoint.run_config)
+        saved_end = Schedule(**saved["schedule"]).end if "schedule" in saved else None
         batch_generator = restore_generators(saved["rng"], device)
         dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved and not remeasure else None
         if dtype not in (None, *TRAINING_DTYPES):
@@ -222,6 +226,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         raise
     except Exception as error:  # a state.pt that is not this run's: missing entries, other shapes
         raise damaged(checkpoint.path, error)
+    check_not_finished(state, saved_end, cfg, out_dir)
     check_same_data(checkpoint.run_config.get("data", {}), config, out_dir)
     dataset = run_data(config, out_dir, say, None, ranks, progress)
     model_config = model_config_for(config, dataset)
@@ -229,11 +234,6 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         raise UserError(
             f"the run in {out_dir} has a different model ({checkpoint.model_config}); resume with "
             "the config it was started with"
-        )
-    if state.step >= cfg.max_steps or state.now(state.schedule.unit) >= state.schedule.end:
-        raise UserError(
-            f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s); "
-            "to train it further, raise train.max_steps or train.time_budget_s, e.g. --set train.max_steps=N"
         )
     trained_with = pieces_note(checkpoint.path, "resuming")
     if trained_with:
@@ -270,6 +270,24 @@ def check_same_data(saved: dict, config: RunConfig, out_dir: Path) -> None:
                             f"without that setting, or start a new run with --init-from {out_dir}")
 
 
+def check_not_finished(state: RunState, saved_end: float | None, cfg: TrainConfig, out_dir: Path) -> None:
+    """Refuse to resume a finished run unless the config moves its end: more steps for a run that
+    max_steps ended, a longer budget (or none, with more steps) for one that its budget ended."""
+    wanted = Schedule.for_config(cfg)
+    if state.ended_by == "budget":
+        if state.step < cfg.max_steps and (wanted.unit == "steps" or saved_end is None or wanted.end > saved_end):
+            return
+        longer = max(cfg.time_budget_s, saved_end or 0.0) * 2
+        raise UserError(f"the run in {out_dir} has finished: its time budget of {saved_end or cfg.time_budget_s:g} s "
+                        f"ended it at step {state.step}; to train it further, give it a longer budget, e.g. "
+                        f"--set train.time_budget_s={longer:g}")
+    if state.step >= cfg.max_steps or state.now(wanted.unit) >= wanted.end:
+        fix = f"train.max_steps, e.g. --set train.max_steps={state.step * 2}" if state.step >= cfg.max_steps else \
+            f"train.time_budget_s, e.g. --set train.time_budget_s={wanted.end * 2:g}"
+        raise UserError(f"the run in {out_dir} has finished (step {state.step}, {state.elapsed_s:.0f}s); "
+                        f"to train it further, raise {fix}")
+
+
 def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict]) -> None:
     """Load each optimizer's saved state, checking that every moment has its parameter's shape
     (Optimizer.load_state_dict checks only the counts, and a mismatch would fail mid-step)."""
@@ -296,7 +314,10 @@ def restore_state(saved: dict, cfg: TrainConfig, run_config: dict) -> RunState:
     else:  # checkpoints of version 0.1 saved no schedule; their cosine started at step 0
         old = Schedule.for_config(TrainConfig(**run_config["train"]))
         old.decay_start = 0.0
-    state = RunState(old, step, elapsed, best)
+    ended_by, clock = saved.get("ended_by"), saved.get("clock")
+    if ended_by not in (None, "max_steps", "budget") or clock is not None and not isinstance(clock, dict):
+        raise ValueError(f"ended_by {ended_by!r} and clock {clock!r} are not a run's")
+    state = RunState(old, step, elapsed, best, ended_by, clock)
     state.schedule = resumed_schedule(old, step, state.now(old.unit), state.now(Schedule.for_config(cfg).unit), cfg)
     return state
 
