@@ -40,15 +40,46 @@ def tap_names(model: GPT) -> list[str]:
             "ln_f", "logits"]
 
 
-def check_names(model: GPT, names, what: str) -> None:
-    """Refuse names that are not a list of this model's tap names (or their prefixes, "blocks.1")."""
-    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+def listed(values, what: str, example: str) -> list:
+    """values (a list, tuple, set or any iterable but a string, a dict or a tensor) as a list; else UserError."""
+    if isinstance(values, (str, bytes, dict)) or torch.is_tensor(values):
+        raise UserError(f"{what} takes a list, e.g. {example}; got {values!r}")
+    try:
+        return list(values)
+    except TypeError:
+        raise UserError(f"{what} takes a list, e.g. {example}; got {values!r}") from None
+
+
+def check_ids(model: GPT, idx, what: str) -> None:
+    """Refuse what is not token ids (B, T) this model can read: an integer tensor of two
+    dimensions, at least one row and one position, at most block_size positions, ids in [0, V)."""
+    V, block_size = model.config.vocab_size, model.config.block_size
+    example = "torch.tensor([[1, 2, 3]])"
+    if not torch.is_tensor(idx) or idx.dtype not in (torch.long, torch.int32):
+        kind = f"a {idx.dtype} tensor" if torch.is_tensor(idx) else type(idx).__name__
+        raise UserError(f"{what} must be token ids, a torch.long tensor (B, T) such as {example}; got {kind}")
+    if idx.dim() != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
+        raise UserError(f"{what} must be token ids of shape (B, T), with B and T at least 1, such as {example}; "
+                        f"got shape {tuple(idx.shape)} (a single prompt: ids[None])")
+    if idx.shape[1] > block_size:
+        raise UserError(f"{what} holds {idx.shape[1]} positions; this model reads at most model.block_size = "
+                        f"{block_size}: pass the last {block_size}")
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= V:
+        raise UserError(f"{what} holds the id {low if low < 0 else high}; this model's ids go from 0 to {V - 1}")
+
+
+def check_names(model: GPT, names, what: str) -> list[str]:
+    """names, checked to be a list of this model's tap names (or their prefixes, "blocks.1"), as a list."""
+    names = listed(names, what, "['blocks.0.attn.q']")
+    if not all(isinstance(name, str) for name in names):
         raise UserError(f"{what} takes a list of names, e.g. ['blocks.0.attn.q']; got {names!r}")
     known = tap_names(model)
     for name in names:
         if not any(full == name or full.startswith(name + ".") for full in known):
             raise UserError(f"{what}: {name!r} is not an activation of this model; the names are "
                             f"{', '.join(known[:4])}, ..., {', '.join(known[-3:])} (all in minitransformer/taps.py)")
+    return names
 
 
 def wanted(name: str, names) -> bool:
@@ -70,7 +101,7 @@ def record(model: GPT, names=None):
     detached copies: they stay as recorded whatever runs after.
     """
     if names is not None:
-        check_names(model, names, "record")
+        names = check_names(model, names, "record")  # a list: a generator would be used up by the check
     passes: list[dict[str, torch.Tensor]] = []
 
     def keep(name: str, tensor: torch.Tensor) -> None:
@@ -92,6 +123,7 @@ def whole(value: object, what: str) -> int:
 
 def check_heads_and_mlps(model: GPT, heads, mlps) -> tuple[set[tuple[int, int]], set[int]]:
     L, H = model.config.n_layer, model.config.n_head
+    heads, mlps = listed(heads, "heads", "heads=[(1, 2)]"), listed(mlps, "mlps", "mlps=[0]")
     for pair in heads:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise UserError(f"heads are (layer, head) pairs, e.g. heads=[(1, 2)]; got {pair!r}")
@@ -134,15 +166,23 @@ def ablate(model: GPT, heads=(), mlps=(), how: str = "zero", reference: torch.Te
     (blocks.L.mlp.out, (B, T, C)) becomes zeros (how="zero") or, with how="mean", its mean over a
     reference pass on `reference` (token ids (B, T), run once when the block starts).
     """
-    if how not in ABLATIONS:
+    if not isinstance(how, str) or how not in ABLATIONS:
         raise UserError(f"ablation {how!r} is not known; choose one of {list(ABLATIONS)}")
     if (how == "mean") != (reference is not None):
         raise UserError("how='mean' takes the means from reference=token ids (B, T), e.g. windows of the validation "
                         "text, and how='zero' takes no reference" if how == "mean" else
                         "reference= is for how='mean' (zero ablation needs no reference)")
     heads, mlps = check_heads_and_mlps(model, heads, mlps)
+    if how == "mean":
+        check_ids(model, reference, "reference")
     means = reference_means(model, reference, heads, mlps) if how == "mean" else {}
+    with ablating(model, heads, mlps, means):
+        yield
 
+
+@contextmanager
+def ablating(model: GPT, heads: set[tuple[int, int]], mlps: set[int], means: dict[str, torch.Tensor]):
+    """ablate's work, on checked heads and MLPs: zeros, or the given means (reference_means's names)."""
     def switch_off(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         parts = name.split(".")  # blocks, L, attn|mlp, heads|out
         if len(parts) != 4:
@@ -166,6 +206,11 @@ def patch(model: GPT, activations: dict[str, torch.Tensor]):
     """Inside the block, each named activation is replaced by the given tensor (activation
     patching): record them on prompt B, patch them into a pass on prompt A of the same length,
     and see how much of B's behaviour they carry."""
+    if not isinstance(activations, dict):
+        raise UserError(f"patch takes a dict {{name: tensor}}, e.g. the passes[0] of record(); got {type(activations).__name__}")
+    for name, value in activations.items():
+        if not torch.is_tensor(value):
+            raise UserError(f"patch: {name!r} is given {type(value).__name__}; give the tensor recorded for it")
     unknown = [name for name in activations if name not in tap_names(model)]
     if unknown:
         check_names(model, unknown, "patch")  # names nothing: one line naming the valid ones
@@ -190,6 +235,7 @@ def logit_lens(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """(L + 1, B, T, V) logits: row 0 from the embeddings (the stream entering block 0), row l + 1
     from block l's output, each through the final LayerNorm and the output head, as if the model
     stopped there. The last row is the model's own logits."""
+    check_ids(model, idx, "logit_lens's idx")
     L = model.config.n_layer
     names = ["blocks.0.resid_pre", *(f"blocks.{layer}.resid_post" for layer in range(L))]
     with record(model, names) as passes:
@@ -235,18 +281,44 @@ def lens_table(rows: list[dict], width: int = 6) -> str:
 
 @torch.no_grad()
 def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "zero",
-                    reference: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+                    reference: torch.Tensor | None = None,
+                    means: dict[str, torch.Tensor] | None = None) -> tuple[float, torch.Tensor]:
     """The loss on (x, y) (B, T each) and the loss with each head ablated in turn: (base, (L, H)).
-    how="mean" takes each head's mean from a pass on reference (ablate)."""
+    how="mean" takes each head's mean from one pass on reference (ablate), or from `means`, the
+    `head_means` of a reference already taken (several calls on one reference compute them once)."""
+    check_ids(model, x, "x")
+    check_ids(model, y, "y")
+    if y.shape != x.shape:
+        raise UserError(f"y must have x's shape {tuple(x.shape)} (the next token at every position); got {tuple(y.shape)}")
+    if not isinstance(how, str) or how not in ABLATIONS:
+        raise UserError(f"ablation {how!r} is not known; choose one of {list(ABLATIONS)}")
+    if how == "mean" and means is None and reference is None:
+        raise UserError("how='mean' takes the means from reference=token ids (B, T), e.g. windows of the "
+                        "validation text")
+    if how == "zero" and (reference is not None or means is not None):
+        raise UserError("reference= and means= are for how='mean' (zero ablation needs no reference)")
+    if means is not None and not isinstance(means, dict):
+        raise UserError(f"means= takes the dict that head_means(model, reference) returns; got {type(means).__name__}")
+
     def loss() -> float:
         logits, _ = model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
 
     losses = torch.zeros(model.config.n_layer, model.config.n_head)
     with manual_attention(model):  # the same attention path with and without the ablation
+        if how == "mean" and means is None:
+            means = head_means(model, reference)
+        means = means or {}
         base = loss()
         for layer in range(model.config.n_layer):
             for head in range(model.config.n_head):
-                with ablate(model, heads=[(layer, head)], how=how, reference=reference):
+                with ablating(model, {(layer, head)}, set(), means):
                     losses[layer, head] = loss()
     return base, losses
+
+
+def head_means(model: GPT, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every head's mean output over one pass on reference (B, T): the means mean ablation puts in."""
+    check_ids(model, reference, "reference")
+    heads = {(layer, head) for layer in range(model.config.n_layer) for head in range(model.config.n_head)}
+    return reference_means(model, reference, heads, set())

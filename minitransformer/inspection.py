@@ -121,11 +121,14 @@ def heatmap(weights: torch.Tensor, labels: list[str], title: str) -> str:
 
 
 def top_attended(weights: torch.Tensor, labels: list[str], k: int = 3) -> str:
-    """For each position, the k tokens it attends to most, with their weights."""
+    """For each position (a row of weights (T, T)), the k keys it attends to most, with their
+    weights: read from the whole row, so a model without the causal mask shows the future keys it
+    looks at; keys of weight 0 (masked) are left out."""
     lines = []
     for i in range(weights.shape[0]):
-        values, where = weights[i, : i + 1].topk(min(k, i + 1))
-        targets = ", ".join(f"{labels[j]}@{j} {v:.2f}" for v, j in zip(values.tolist(), where.tolist()))
+        values, where = weights[i].topk(min(k, weights.shape[1]))
+        kept = [(v, j) for v, j in zip(values.tolist(), where.tolist()) if v > 0] or [(values[0].item(), where[0].item())]
+        targets = ", ".join(f"{labels[j]}@{j} {v:.2f}" for v, j in kept)
         lines.append(f"  {i:>3} {labels[i]:<8} -> {targets}")
     return "\n".join(lines)
 

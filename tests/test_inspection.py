@@ -238,3 +238,43 @@ def test_the_readmes_pdb_transcript_is_what_pdb_shows(tiny_run):
     # p weights[0, 1].sum(-1): six rows that each sum to 1 (printed "1." or "1.0000" by rounding)
     rows = [[float(value) for value in found.split(",")] for found in re.findall(r"tensor\(\[([^\]]*)\]\)", result.stdout)]
     assert any(len(row) == 6 and all(abs(value - 1) < 1e-3 for value in row) for row in rows)
+
+
+def test_most_attended_follows_the_weights_into_the_future():
+    """Without the causal mask a query may look ahead: the list names those keys, as the heatmap shows them."""
+    from minitransformer.inspection import top_attended
+
+    labels = ["a", "b", "c", "d"]
+    weights = torch.tensor([[0.1, 0.0, 0.2, 0.7], [0.0, 0.1, 0.9, 0.0], [0.3, 0.3, 0.4, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    lines = top_attended(weights, labels, k=2).splitlines()
+    assert "d@3 0.70" in lines[0] and "c@2 0.20" in lines[0]
+    assert "c@2 0.90" in lines[1] and "b@1 0.10" in lines[1]
+    causal = torch.tensor([[1.0, 0, 0, 0], [0.4, 0.6, 0, 0], [0.2, 0.3, 0.5, 0], [0.1, 0.2, 0.3, 0.4]])
+    lines = top_attended(causal, labels, k=3).splitlines()
+    assert lines[0].endswith("a@0 1.00")  # masked keys (weight 0) are not listed
+    assert lines[1].endswith("b@1 0.60, a@0 0.40")
+
+
+def test_plot_overlays_several_runs_with_a_legend(tiny_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    rows = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
+    (other / "metrics.jsonl").write_text("".join(json.dumps({**row, "val_loss": row["val_loss"] + 1}) + "\n" for row in rows))
+    monkeypatch.setattr("minitransformer.figures.available", lambda: False)
+    assert main(["plot", str(tiny_run), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert f"1 = {tiny_run}:" in out and f"2 = {other}:" in out
+    chart = [line.split("|")[1] for line in out.splitlines() if "|" in line]
+    assert any("1" in line for line in chart) and any("2" in line for line in chart)
+    assert "2" in chart[0] and "1" in chart[-1]  # the other run's val loss is a whole nat higher
+    assert main(["plot", str(tiny_run), str(tiny_run)]) == 2
+
+
+def test_plot_png_of_several_runs(tiny_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "runs.png"
+    assert main(["plot", str(tiny_run), str(tiny_run / ".." / tiny_run.name / "."), "--png", str(png),
+                 "--split", "train"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

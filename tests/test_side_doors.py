@@ -157,7 +157,7 @@ def test_the_python_api_refuses_unknown_names_and_wrong_types(tmp_path, tiny_dat
     idx = torch.randint(0, 37, (1, 5))
     for call, match in ((lambda: ablate(model, heads=[(0.9, 1)]), "whole number"),
                         (lambda: record(model, ["nope"]), "'nope' is not an activation"),
-                        (lambda: record(model, "blocks.0.attn.q"), "takes a list of names"),
+                        (lambda: record(model, "blocks.0.attn.q"), r"takes a list, e.g. \[.blocks"),
                         (lambda: patch(model, {"blocks.9.resid_post": torch.zeros(1)}), "not an activation"),
                         (lambda: break_in_attention(model, -1, 99), "layer -1 does not exist")):
         with pytest.raises(UserError, match=match):
@@ -389,3 +389,90 @@ def test_train_from_python_refuses_a_misspelled_table(tmp_path):
     with pytest.raises(UserError, match=r"unknown table \[trian\]"):
         train(str(config), out=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_wrong_input_to_the_activation_tools_is_one_user_error():
+    import torch
+
+    from minitransformer import GPT
+    from minitransformer.activations import ablate, ablation_losses, logit_lens, patch, record
+    from minitransformer.errors import UserError
+    from tests.helpers import small_config
+
+    model = GPT(small_config())
+    V, block = model.config.vocab_size, model.config.block_size
+    idx = torch.randint(0, V, (1, 5))
+    ids_wrong = [[1, 2, 3], torch.zeros(1, 3), torch.tensor([1, 2]), torch.zeros(1, 0, dtype=torch.long),
+                 torch.tensor([[V]]), torch.tensor([[-1]]), torch.zeros(1, block + 1, dtype=torch.long), None, 3]
+    calls = [lambda: record(model, 5), lambda: record(model, [1]), lambda: record(model, {"embed": 1}),
+             lambda: ablate(model, heads=None), lambda: ablate(model, heads=3), lambda: ablate(model, mlps=[0.5]),
+             lambda: ablate(model, heads="0.1"), lambda: ablate(model, heads=[(0, 1)], how=["mean"]),
+             lambda: ablate(model, heads=[(0, 9)]), lambda: patch(model, [("embed", idx)]),
+             lambda: patch(model, {"embed": [1.0]}), lambda: patch(model, None)]
+    calls += [lambda ids=ids: ablate(model, heads=[(0, 0)], how="mean", reference=ids) for ids in ids_wrong]
+    for call in calls:
+        with pytest.raises(UserError):
+            with call():
+                model(idx)
+    for ids in ids_wrong:
+        with pytest.raises(UserError):
+            logit_lens(model, ids)
+        with pytest.raises(UserError):
+            ablation_losses(model, ids, idx)
+        with pytest.raises(UserError):
+            ablation_losses(model, idx, ids)
+    for kwargs in (dict(how="mean"), dict(how="sum"), dict(how="zero", reference=idx), dict(how="mean", means=[1])):
+        with pytest.raises(UserError):
+            ablation_losses(model, idx, idx, **kwargs)
+    with pytest.raises(UserError, match="shape"):
+        ablation_losses(model, idx, idx[:, :3])
+
+
+def test_record_takes_names_from_any_iterable():
+    import torch
+
+    from minitransformer import GPT
+    from minitransformer.activations import record
+    from tests.helpers import small_config
+
+    model = GPT(small_config())
+    with record(model, (name for name in ["blocks.0.attn.q", "logits"])) as passes:
+        model(torch.zeros(1, 3, dtype=torch.long))
+    assert sorted(passes[0]) == ["blocks.0.attn.q", "logits"]
+
+
+def test_mean_ablation_takes_each_reference_mean_once(tiny_run, monkeypatch, capsys):
+    """heads --how mean: one reference pass for all heads and batches, and the same losses as
+    ablating each head with ablate() on its own."""
+    import torch
+
+    from minitransformer import activations, load_model
+    from minitransformer.activations import ablate, ablation_losses
+
+    calls = []
+    real = activations.reference_means
+    monkeypatch.setattr(activations, "reference_means", lambda *args: calls.append(1) or real(*args))
+    assert main(["heads", str(tiny_run), "--how", "mean", "--batches", "3"]) == 0
+    assert len(calls) == 1
+    model, _ = load_model(tiny_run)
+    x, reference = torch.randint(0, model.config.vocab_size, (2, 2, 8))
+    base, losses = ablation_losses(model, x, x, how="mean", reference=reference)
+    for layer, head in ((0, 0), (1, 1)):
+        with ablate(model, heads=[(layer, head)], how="mean", reference=reference):
+            logits, _ = model(x)
+        expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x.flatten()).item()
+        assert losses[layer, head].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps", "cpu:2", "tpu"])
+def test_load_model_on_a_device_this_machine_lacks_says_so(tiny_run, device):
+    import torch
+
+    from minitransformer import load_model
+    from minitransformer.errors import UserError
+
+    if device.startswith("cuda") and torch.cuda.is_available() or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"this machine has {device}")
+    with pytest.raises(UserError) as raised:
+        load_model(tiny_run, device=device)
+    assert "damaged" not in str(raised.value) and (device.split(":")[0] in str(raised.value))

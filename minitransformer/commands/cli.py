@@ -136,9 +136,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_run
+    from .plot import plot_runs
 
-    plot_run(args.run_dir, args.png)
+    plot_runs(args.run_dirs, args.png, args.split)
     return 0
 
 
@@ -259,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--remeasure", action="store_true", help="measure the precisions \"auto\" picks again")
     benchmark.set_defaults(run=run_bench)
 
-    plot = commands.add_parser("plot", help="plot a run's train and val loss")
-    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with metrics.jsonl")
+    plot = commands.add_parser("plot", help="plot a run's train and val loss, or compare several runs")
+    plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                      help="a run folder with metrics.jsonl; several are overlaid with a legend")
+    plot.add_argument("--split", choices=("val", "train"), default="val",
+                      help="the loss compared when several runs are given (default: val)")
     plot.add_argument("--png", metavar="FILE", help="draw a PNG (needs matplotlib; otherwise a text chart)")
     plot.set_defaults(run=run_plot)
     return parser

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import figures
-from ..activations import ablation_losses
+from ..activations import ablation_losses, head_means
 from ..errors import UserError, user_path
 from ..formats.load import load_model
 from ..inspection import shade
@@ -73,12 +73,14 @@ def rank_heads(checkpoint: str, corpus: str | None = None, batches: int = 4, how
         raise UserError(f"{source} has {len(tokens)} tokens, too few for windows of {T}; give a longer --corpus")
     generator = torch.Generator().manual_seed(0)
     # Mean ablation's means come from windows of their own, never from the pass being measured.
+    # Taken once, for every head and batch.
     reference = get_batch(tokens, BATCH, T, torch.Generator().manual_seed(1), torch_device)[0] if how == "mean" else None
+    means = head_means(model, reference) if how == "mean" else None
     # One batch of BATCH windows at a time, averaged: memory stays that of one batch, however many.
     base, losses = 0.0, torch.zeros(model.config.n_layer, model.config.n_head)
     for _ in range(batches):
         x, y = get_batch(tokens, BATCH, T, generator, torch_device)  # (BATCH, T) each
-        batch_base, batch_losses = ablation_losses(model, x, y, how, reference)
+        batch_base, batch_losses = ablation_losses(model, x, y, how, means=means)
         base, losses = base + batch_base / batches, losses + batch_losses.cpu() / batches
     rises = losses - base  # (L, H)
     say(f"loss on {batches * BATCH} windows of {T} tokens from {source}: {base:.4f}; with one head ablated ({how}):")

@@ -12,14 +12,21 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from ..errors import user_path
+from ..errors import UserError, user_path
+from ..machine.device import choose_device
 from .gpt2 import is_hf_folder, load_hf_folder
 from ..model import GPT
 from ..tokenizer import CharTokenizer, TiktokenTokenizer
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, CharTokenizer | TiktokenTokenizer]:
-    """(model, tokenizer) for a checkpoint, run or Hugging Face GPT-2 folder; the model in eval mode."""
+    """(model, tokenizer) for a checkpoint, run or Hugging Face GPT-2 folder; the model in eval mode.
+
+    device: a torch.device or its name ("cpu", "cuda", "cuda:1", "mps", "auto"); one this machine
+    lacks is said to be that, before the checkpoint is read."""
+    if not isinstance(device, (str, torch.device)):
+        raise UserError(f"device must be a name such as 'cpu' or 'cuda', or a torch.device; got {device!r}")
+    device = choose_device(str(device))
     path = user_path(path)
     if is_hf_folder(path):
         return load_hf_folder(path, device)
