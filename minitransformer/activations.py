@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .errors import UserError, check_token_ids
 from .inspection import listening, manual_attention
 from .model import GPT
 
@@ -51,22 +51,8 @@ def listed(values, what: str, example: str) -> list:
 
 
 def check_ids(model: GPT, idx, what: str) -> None:
-    """Refuse what is not token ids (B, T) this model can read: an integer tensor of two
-    dimensions, at least one row and one position, at most block_size positions, ids in [0, V)."""
-    V, block_size = model.config.vocab_size, model.config.block_size
-    example = "torch.tensor([[1, 2, 3]])"
-    if not torch.is_tensor(idx) or idx.dtype not in (torch.long, torch.int32):
-        kind = f"a {idx.dtype} tensor" if torch.is_tensor(idx) else type(idx).__name__
-        raise UserError(f"{what} must be token ids, a torch.long tensor (B, T) such as {example}; got {kind}")
-    if idx.dim() != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
-        raise UserError(f"{what} must be token ids of shape (B, T), with B and T at least 1, such as {example}; "
-                        f"got shape {tuple(idx.shape)} (a single prompt: ids[None])")
-    if idx.shape[1] > block_size:
-        raise UserError(f"{what} holds {idx.shape[1]} positions; this model reads at most model.block_size = "
-                        f"{block_size}: pass the last {block_size}")
-    low, high = int(idx.min()), int(idx.max())
-    if low < 0 or high >= V:
-        raise UserError(f"{what} holds the id {low if low < 0 else high}; this model's ids go from 0 to {V - 1}")
+    """Refuse what is not token ids (B, T) this model reads whole (errors.check_token_ids)."""
+    check_token_ids(idx, model.config.vocab_size, what, model.config.block_size)
 
 
 def check_names(model: GPT, names, what: str) -> list[str]:

@@ -31,6 +31,27 @@ def user_path(path):
                         "(e.g. /home/NAME/...), or ~/... for your own home") from None
 
 
+def check_token_ids(idx, vocab_size: int, what: str, longest: int | None = None) -> None:
+    """Refuse what is not token ids (B, T) for a model of vocab_size tokens: an integer tensor of
+    two dimensions with at least one row and one position (at most `longest` positions, when
+    given), every id in [0, vocab_size). Reads the smallest and largest id (on a GPU, one wait)."""
+    import torch  # here, so that the command line starts without PyTorch
+
+    example = "torch.tensor([[1, 2, 3]])"
+    if not torch.is_tensor(idx) or idx.dtype not in (torch.long, torch.int32):
+        kind = f"a {idx.dtype} tensor" if torch.is_tensor(idx) else type(idx).__name__
+        raise UserError(f"{what} must be token ids, a torch.long tensor (B, T) such as {example}; got {kind}")
+    if idx.dim() != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
+        raise UserError(f"{what} must be token ids of shape (B, T), with B and T at least 1, such as {example}; "
+                        f"got shape {tuple(idx.shape)} (one prompt of ids: ids[None])")
+    if longest is not None and idx.shape[1] > longest:
+        raise UserError(f"{what} holds {idx.shape[1]} positions; this model reads at most model.block_size = "
+                        f"{longest}: pass the last {longest}")
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= vocab_size:
+        raise UserError(f"{what} holds the id {low if low < 0 else high}; this model's ids go from 0 to {vocab_size - 1}")
+
+
 def short_cause(error: BaseException, limit: int = 120) -> str:
     """An exception as a few words on one line, e.g. "ValueError: bad header", for a one-line
     message: the first line of its text, cut at a word boundary when longer than limit."""

@@ -28,17 +28,34 @@ from contextlib import ExitStack, contextmanager
 import torch
 
 from .machine.device import best_seconds, choose_dtype
-from .errors import UserError
+from .errors import UserError, check_token_ids
 from .kv_cache import KVCache
 from .machine.cuda_graphs import decode_graph
 from .model import GPT
 from .machine.packed import pack_linears, packing_available
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int = 0) -> None:
-    """Raise UserError for settings that select no token, or a count of new tokens that is not one."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+def whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def real_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int = 0,
+                   generator: torch.Generator | None = None) -> None:
+    """Raise UserError for settings that select no token, or that are not numbers of their kind."""
+    if not whole_number(max_new_tokens) or max_new_tokens < 0:
         raise UserError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    if top_k is not None and not whole_number(top_k):
+        raise UserError(f"top_k must be a whole number (or None for every token), got {top_k!r}")
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is not None and not real_number(value):
+            raise UserError(f"{name} must be a number, got {value!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise UserError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                        f"got {type(generator).__name__}")
     if not math.isfinite(temperature) or temperature < 0:
         raise UserError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
@@ -122,9 +139,8 @@ def stream_tokens(
     Call it on a model in eval mode (no dropout), as `generate` does. cuda_graph: on a CUDA
     device, replay each cached step from a recorded graph (False: run it eagerly).
     """
-    check_sampling(temperature, top_k, top_p, max_new_tokens)
-    if idx.shape[1] == 0:
-        raise UserError("generation needs at least one token to start from; give a non-empty prompt")
+    check_sampling(temperature, top_k, top_p, max_new_tokens, generator)
+    check_token_ids(idx, model.config.vocab_size, "the prompt idx")  # past block_size it is cropped
     block_size = model.config.block_size
     graph = decode_graph(model, idx.shape[0]) if use_cache and cuda_graph else None  # None off CUDA
     cache = None
@@ -227,9 +243,8 @@ def generate_batch(
     stay on the device until the end (or a rebuild), so no step waits for the host.
     cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
-    check_sampling(temperature, top_k, top_p, max_new_tokens)
-    if not prompts or any(len(prompt) == 0 for prompt in prompts):
-        raise UserError("generate_batch needs at least one prompt, and every prompt at least one token")
+    check_sampling(temperature, top_k, top_p, max_new_tokens, generator)
+    check_prompts(prompts, model.config.vocab_size)
     block_size, device = model.config.block_size, model.wte.weight.device
     was_training = model.training
     model.eval()
@@ -263,6 +278,20 @@ def generate_batch(
         model.train(was_training)
     append_new(rows, new)
     return rows
+
+
+def check_prompts(prompts, vocab_size: int) -> None:
+    """Refuse what is not a list of prompts, each a non-empty list of token ids in [0, vocab_size)."""
+    example = "[[1, 2, 3], [4, 5]]"
+    if not isinstance(prompts, (list, tuple)) or not prompts or \
+            not all(isinstance(prompt, (list, tuple)) and prompt for prompt in prompts):
+        raise UserError(f"generate_batch needs a list of prompts, every prompt a non-empty list of token ids, e.g. {example}; "
+                        f"got {str(prompts)[:80]}")
+    for prompt in prompts:
+        for token in prompt:
+            if not whole_number(token) or not 0 <= token < vocab_size:
+                raise UserError(f"generate_batch: {token!r} is not a token id of this model (whole numbers from 0 "
+                                f"to {vocab_size - 1})")
 
 
 def append_new(rows: list[list[int]], new: list[torch.Tensor]) -> None:

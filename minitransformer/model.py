@@ -102,6 +102,8 @@ class GPT(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if not isinstance(config, ModelConfig):  # a dict would fail later, far from the mistake
+            raise UserError(f"GPT takes a ModelConfig, e.g. GPT(ModelConfig(vocab_size=65)); got {type(config).__name__}")
         self.config = config
         C = config.n_embd
         self.wte = nn.Embedding(config.vocab_size, C)
@@ -165,6 +167,9 @@ class GPT(nn.Module):
         logits = self.tap("logits", self.lm_head(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         loss = None
         if targets is not None:
+            if targets.shape != idx.shape:
+                raise UserError(f"targets must have idx's shape {tuple(idx.shape)} (the next token at every position); "
+                                f"got {tuple(targets.shape)}")
             # Cross-entropy of every position's prediction against its next token, averaged.
             # (cross_entropy above, or a learner's under practice.use: pieces.py)
             loss = piece("cross_entropy", cross_entropy)(logits.flatten(0, 1).float(), targets.flatten())

@@ -476,3 +476,42 @@ def test_load_model_on_a_device_this_machine_lacks_says_so(tiny_run, device):
     with pytest.raises(UserError) as raised:
         load_model(tiny_run, device=device)
     assert "damaged" not in str(raised.value) and (device.split(":")[0] in str(raised.value))
+
+
+def test_every_wrong_input_to_the_python_api_is_one_user_error(tiny_run, tmp_path):
+    """Types as well as values: what would otherwise be a TypeError, IndexError or RuntimeError
+    from deep inside PyTorch is one UserError naming the argument."""
+    import torch
+
+    from minitransformer import GPT, generate, generate_batch, load_model, train
+    from minitransformer.errors import UserError
+
+    model, _ = load_model(tiny_run)
+    V = model.config.vocab_size
+    idx = torch.tensor([[1, 2, 3]])
+    tiny = str(ROOT / "configs" / "tiny.toml")
+    calls = [
+        lambda: generate(model, [[1, 2]], 3), lambda: generate(model, torch.zeros(1, 2), 3),
+        lambda: generate(model, torch.tensor([1, 2]), 3), lambda: generate(model, torch.tensor([[V]]), 3),
+        lambda: generate(model, torch.tensor([[-1]]), 3), lambda: generate(model, idx, 3, top_k=2.5),
+        lambda: generate(model, idx, 3, top_k=True), lambda: generate(model, idx, 3, temperature="1"),
+        lambda: generate(model, idx, 3, top_p=float("nan")), lambda: generate(model, idx, 3, generator=5),
+        lambda: generate_batch(model, "abc", 3), lambda: generate_batch(model, [[V]], 3),
+        lambda: generate_batch(model, [[1.5]], 3), lambda: generate_batch(model, [[[1]]], 3),
+        lambda: generate_batch(model, [[1], []], 3), lambda: generate_batch(model, [], 3),
+        lambda: load_model(None), lambda: load_model(5), lambda: load_model(tiny_run, device=0),
+        lambda: train(5, out=tmp_path / "a", quiet=True), lambda: train(tiny, out=5, quiet=True),
+        lambda: train(tiny, out=tmp_path / "a", quiet="no"), lambda: train(tiny, out=tmp_path / "a", init_from=5),
+        lambda: train(tiny, out=tmp_path / "a", resume="yes"), lambda: train(tiny, out=tmp_path / "a", seed=1.5),
+        lambda: train(tiny, out=tmp_path / "a", **{"trian.max_steps": 1}),
+        lambda: GPT({"n_layer": 1}), lambda: model(idx, torch.tensor([[1]])),
+    ]
+    for number, call in enumerate(calls):
+        with pytest.raises(UserError):
+            call()
+    assert not (tmp_path / "a").exists() and not (ROOT / "5").exists()
+
+
+def test_inspect_refuses_how_without_ablate(tiny_run, capsys):
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "ab", "--how", "mean"]) == 2
+    assert "--how mean says how --ablate" in error_line(capsys)

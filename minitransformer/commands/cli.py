@@ -205,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop in pdb inside that layer's attention function, e.g. --break 1.2")
     inspect.add_argument("--ablate", action="append", metavar="L.H|L.mlp",
                          help="switch a head (e.g. 2.1) or an MLP (e.g. 0.mlp) off and show what changes; repeatable")
-    inspect.add_argument("--how", choices=["zero", "mean"], default="zero",
-                         help="ablation: zeros, or the output's mean over the prompt (default: zero)")
+    inspect.add_argument("--how", choices=["zero", "mean"],
+                         help="with --ablate: zeros, or the output's mean over held-out text (default: zero)")
     inspect.add_argument("--lens", action="store_true",
                          help="the logit lens: what each layer's residual stream would predict")
     inspect.add_argument("--html", metavar="FILE",

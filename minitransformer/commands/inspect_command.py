@@ -120,7 +120,7 @@ def show_ablation(model, idx: torch.Tensor, ids: list[int], ablations: list[str]
     print(next_token_table(after[0, -1], label, k=5))
 
 
-def check_one_mode(break_at, ablations, lens: bool, html, layer, head, png) -> None:
+def check_one_mode(break_at, ablations, lens: bool, html, layer, head, png, how=None) -> None:
     """Each of --break, --ablate, --lens and --html shows something of its own, and the heatmaps
     (the default) are the only output that --layer, --head and --png choose from: a combination
     is refused in one line rather than silently doing one of them."""
@@ -128,6 +128,9 @@ def check_one_mode(break_at, ablations, lens: bool, html, layer, head, png) -> N
                                       ("--lens", lens), ("--html", html is not None)) if given]
     if len(modes) > 1:
         raise UserError(f"{' and '.join(modes)} each show something of their own; pass one of them per command")
+    if how is not None and not ablations:
+        raise UserError(f"--how {how} says how --ablate switches a head off; add --ablate L.H (e.g. --ablate 0.1), "
+                        "or drop --how")
     choosers = [flag for flag, given in (("--layer", layer is not None), ("--head", head is not None),
                                          ("--png", png is not None)) if given]
     if modes and choosers:
@@ -150,12 +153,14 @@ def inspect_model(
     break_at: str | None = None,
     device: str = "cpu",
     ablations: list[str] | None = None,
-    how: str = "zero",
+    how: str | None = None,
     lens: bool = False,
     html: str | None = None,
 ) -> None:
-    """What `minitransformer inspect` prints (see the module's docstring); the arguments are its flags."""
-    check_one_mode(break_at, ablations, lens, html, layer, head, png)
+    """What `minitransformer inspect` prints (see the module's docstring); the arguments are its
+    flags (how: with ablations, "zero" when not given)."""
+    check_one_mode(break_at, ablations, lens, html, layer, head, png, how)
+    how = how or "zero"
     if png is not None:
         figures.check_available("--png")
         check_output_file(png, "--png")

@@ -7,6 +7,7 @@ any of the three kinds of folder:
 - a Hugging Face GPT-2 folder (`config.json` with `model.safetensors` or `pytorch_model.bin`).
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
 
     device: a torch.device or its name ("cpu", "cuda", "cuda:1", "mps", "auto"); one this machine
     lacks is said to be that, before the checkpoint is read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"load_model takes the path of a checkpoint, run or GPT-2 folder (a str or Path); got {path!r}")
     if not isinstance(device, (str, torch.device)):
         raise UserError(f"device must be a name such as 'cpu' or 'cuda', or a torch.device; got {device!r}")
     device = choose_device(str(device))

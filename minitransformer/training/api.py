@@ -15,6 +15,7 @@ Design choices:
   (`resume=True`, `out=...`), not the command line's flags.
 """
 
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -68,6 +69,16 @@ def sections_of(overrides: dict) -> dict[str, dict]:
     return tables
 
 
+def check_arguments(**arguments) -> None:
+    """Refuse arguments of train that are not of their kind: paths (str or Path, or None) and flags (True or False)."""
+    for name, value in arguments.items():
+        if name in ("config", "out", "init_from"):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise UserError(f"{name} must be a path (a str or Path) or None; got {value!r}")
+        elif not isinstance(value, bool):
+            raise UserError(f"{name} must be True or False; got {value!r}")
+
+
 def train(config: str | None = None, out: str | None = None, resume: bool = False, init_from: str | None = None,
           pause_after: int | None = None, quiet: bool = False, remeasure: bool = False, **overrides) -> Trained:
     """Train as the TOML file `config` says (the default run without one), changed by keyword
@@ -80,6 +91,7 @@ def train(config: str | None = None, out: str | None = None, resume: bool = Fals
     and raises KeyboardInterrupt saying where to resume.
     """
     try:
+        check_arguments(config=config, out=out, resume=resume, init_from=init_from, quiet=quiet, remeasure=remeasure)
         changes = sections_of(overrides | ({"train.out_dir": str(out)} if out is not None else {}))
         if resume and config is None:  # as on the command line: the run's own config
             folder = Path(out if out is not None else TrainConfig().out_dir)
