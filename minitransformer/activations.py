@@ -34,7 +34,7 @@ ABLATIONS = ("zero", "mean")
 def tap_names(model: GPT) -> list[str]:
     """Every tap's full name in this model (taps.py), in the order a pass reaches them."""
     block = ["resid_pre", "ln_1", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.weights", "attn.heads", "attn.out",
-             "resid_mid", "ln_2", "mlp.hidden", "mlp.out", "resid_post"]
+             "resid_mid", *(["ln_2", "mlp.hidden", "mlp.out"] if model.config.mlp else []), "resid_post"]
     position = ["pos"] if model.config.position in ("learned", "sinusoidal") else []
     return ["embed", *position, *[f"blocks.{layer}.{name}" for layer in range(model.config.n_layer) for name in block],
             "ln_f", "logits"]
@@ -115,6 +115,8 @@ def check_heads_and_mlps(model: GPT, heads, mlps) -> tuple[set[tuple[int, int]],
             raise UserError(f"heads are (layer, head) pairs, e.g. heads=[(1, 2)]; got {pair!r}")
     heads = {(whole(layer, "a head's layer"), whole(head, "a head's number")) for layer, head in heads}
     mlps = {whole(layer, "an MLP's layer") for layer in mlps}
+    if mlps and not model.config.mlp:
+        raise UserError("this model has no MLPs (model.mlp = false: attention only); ablate heads instead")
     for layer, head in heads:
         if not (0 <= layer < L and 0 <= head < H):
             raise UserError(f"head {layer}.{head} does not exist: this model has layers 0 to {L - 1} and heads 0 to {H - 1}")

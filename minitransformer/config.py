@@ -78,6 +78,8 @@ class ModelConfig:
     scale_attention: bool = True  # experiment only: False drops the 1/sqrt(D) in attention scores
     tie_weights: bool = True  # the output head shares the token embedding's weights, as GPT-2
     layer_norm_eps: float = 1e-5  # added to the variance in every LayerNorm; GPT-2's value
+    # False: attention-only blocks, no MLP (configs/induction.toml: circuits are easier to read)
+    mlp: bool = True
 
     def __post_init__(self):
         check_field_types(self, "model")
@@ -117,9 +119,19 @@ class DataConfig:
     val_fraction: float = 0.1  # the last 10% of the text is held out, as in nanoGPT
     split: str = "characters"  # or "files": a folder's last files (val_fraction of the text) are held out
     vocab_size: int = 4096  # the size of a "bpe" tokenizer learned from the training split (others ignore it)
+    # The share of each training batch's rows that are a random segment of repeated_min to
+    # repeated_max tokens repeated to fill the window (induction.py: what grows induction heads).
+    repeated_share: float = 0.0
+    repeated_min: int = 8
+    repeated_max: int = 39
 
     def __post_init__(self):
         check_field_types(self, "data")
+        if not 0.0 <= self.repeated_share <= 1.0:
+            raise UserError(f"data.repeated_share must be between 0 and 1, got {self.repeated_share}")
+        if not 1 <= self.repeated_min <= self.repeated_max:
+            raise UserError(f"data.repeated_min and data.repeated_max must satisfy 1 <= min <= max, got "
+                            f"{self.repeated_min} and {self.repeated_max}")
         check_choice("data", "split", self.split, SPLITS)
         if not 258 <= self.vocab_size <= MAX_BPE_VOCAB:
             raise UserError(f"data.vocab_size must be from 258 (the 256 bytes, one merge, the end-of-text token) "

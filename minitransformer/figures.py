@@ -62,17 +62,67 @@ def new_figure(width: float, height: float):
 
 
 def plot_loss(rows: list[dict], title: str = ""):
-    """Train and val loss against steps, from metrics rows (train()'s metrics, or metrics.jsonl)."""
-    figure = new_figure(7, 4)
-    ax = figure.add_subplot()
+    """Train and val loss against steps, from metrics rows (train()'s metrics, or metrics.jsonl);
+    below them the in-context score (induction.py) where the rows have it: the phase change."""
+    scored = [row for row in rows if "in_context" in row]
+    figure = new_figure(7, 6 if scored else 4)
+    axes = figure.subplots(2 if scored else 1, 1, sharex=True, squeeze=False, height_ratios=[2, 1] if scored else None)
+    ax = axes[0][0]
     steps = [row["step"] for row in rows]
     ax.plot(steps, [row["train_loss"] for row in rows], label="train", marker=".")
     ax.plot(steps, [row["val_loss"] for row in rows], label="val", marker=".")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss (cross-entropy, nats per token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    if scored:
+        below = axes[1][0]
+        below.plot([row["step"] for row in scored], [row["in_context"] for row in scored], marker=".", color="C2")
+        below.set_ylabel("in-context score\n(2nd half / 1st half)")
+        below.set_ylim(0, max(1.05, max(row["in_context"] for row in scored)))
+        below.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("step")
+    return figure
+
+
+def plot_induction(report):
+    """induction.InductionReport as four pictures: the loss at every position of the repeated
+    tokens, both scores for every head, the first induction head's attention (the stripe R - 1
+    to the left of the diagonal), and the second half's loss with the heads switched off."""
+    figure = new_figure(12, 8)
+    (losses, scores), (pattern, bars) = figure.subplots(2, 2)
+    R = report.length
+    losses.plot(range(1, 2 * R), report.per_position.numpy(), marker=".")
+    losses.axvline(R, color="grey", linestyle="--")
+    losses.set_xlabel("position of the predicted token (the repeat starts at the dashed line)")
+    losses.set_ylabel("loss (nats)")
+    losses.set_title(f"first half {report.first:.2f}, second half {report.second:.2f} nats")
+    losses.grid(alpha=0.3)
+    L, H = report.previous.shape
+    grid = torch.cat([report.previous, torch.full((L, 1), float("nan")), report.induction], dim=1)  # (L, 2H + 1)
+    image = scores.imshow(grid.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+    scores.set_xticks(list(range(H)) + list(range(H + 1, 2 * H + 1)), [str(h) for h in range(H)] * 2)
+    scores.set_yticks(range(L))
+    scores.set_xlabel("head: previous-token scores | induction scores")
+    scores.set_ylabel("layer")
+    figure.colorbar(image, ax=scores)
+    if report.induction_heads:
+        layer, head = report.induction_heads[0]
+        pattern.imshow(report.patterns[(layer, head)].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+        pattern.set_title(f"induction head {layer}.{head} on the repeated tokens")
+        pattern.set_xlabel("key")
+        pattern.set_ylabel("query")
+    else:
+        pattern.set_axis_off()
+        pattern.set_title("no induction head above the threshold")
+    names = ["first half", "second half"]
+    values = [report.first, report.second]
+    if report.without_induction is not None:
+        names += ["2nd, induction\nheads off", "2nd, previous-token\nheads off too"]
+        values += [report.without_induction, report.without_both]
+    bars.bar(names, values, color=["C0", "C1", "C3", "C4"][: len(values)])
+    bars.set_ylabel("mean loss (nats)")
+    bars.set_title("switching the heads off")
     return figure
 
 

@@ -141,14 +141,14 @@ def next_token_table(logits: torch.Tensor, label, k: int = 10) -> str:
 
 
 def head_scores(maps: list[torch.Tensor], period: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two scores per layer and head, each (L, H), from captured maps of a sequence that repeats
-    itself after `period` tokens (batch item 0):
+    """Two scores per layer and head, each (L, H), from captured maps (B, H, T, T) of sequences
+    that repeat themselves after `period` tokens, averaged over the batch:
 
     - previous-token score: the mean weight a position gives the position just before it;
     - induction score: the mean weight a position in the repeat gives the token that followed
       its earlier occurrence (t - period + 1): "last time this came, that came next".
     """
-    weights = torch.stack([layer_map[0] for layer_map in maps])  # (L, H, T, T)
+    weights = torch.stack(maps).float().mean(dim=1)  # (L, B, H, T, T) -> (L, H, T, T)
     T = weights.shape[-1]
     t = torch.arange(1, T)
     previous = weights[:, :, t, t - 1].mean(-1)  # (L, H)

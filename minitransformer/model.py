@@ -73,14 +73,21 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block with pre-norm residuals: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """One transformer block with pre-norm residuals: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    With model.mlp = false the block is attention only (x + attn(ln(x))): the residual stream is
+    then a sum of what heads wrote, which makes circuits such as induction heads easy to read.
+    """
 
     def __init__(self, config: ModelConfig, layer: int, taps: Taps | None = None):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer, taps)
-        self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.mlp = MLP(config, Tap(taps, f"blocks.{layer}.mlp") if taps is not None else untapped)
+        self.ln_2: LayerNorm | None = None
+        self.mlp: MLP | None = None
+        if config.mlp:
+            self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            self.mlp = MLP(config, Tap(taps, f"blocks.{layer}.mlp") if taps is not None else untapped)
         self.tap = Tap(taps, f"blocks.{layer}") if taps is not None else untapped  # taps.py
 
     def forward(
@@ -93,7 +100,8 @@ class Block(nn.Module):
         x = self.tap("resid_pre", x)
         x = x + self.attn(self.tap("ln_1", self.ln_1(x)), rope, cache)  # (B, T, C): tokens exchange information
         x = self.tap("resid_mid", x)
-        x = x + self.mlp(self.tap("ln_2", self.ln_2(x)))  # (B, T, C): each token is processed on its own
+        if self.mlp is not None:
+            x = x + self.mlp(self.tap("ln_2", self.ln_2(x)))  # (B, T, C): each token is processed on its own
         return self.tap("resid_post", x)
 
 
@@ -147,7 +155,8 @@ class GPT(nn.Module):
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for block in self.blocks:
             nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=residual_std)
-            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=residual_std)
+            if block.mlp is not None:
+                nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=residual_std)
 
     def num_parameters(self) -> int:
         """Trainable numbers in the model; a tied matrix counts once."""

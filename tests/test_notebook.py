@@ -91,6 +91,13 @@ SOLUTIONS = {
                                           "        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):\n"
                                           "            out.append(new_id)\n            i += 2\n"
                                           "        else:\n            out.append(ids[i])\n            i += 1\n    return out"),
+    "def repeat_twice(first):": "    return torch.cat((first, first), dim=1)",
+    "def head_scores(maps, period):": (
+        "    w = torch.stack(maps).mean(1)\n    T = w.shape[-1]\n    t = torch.arange(1, T)\n"
+        "    previous = w[:, :, t, t - 1].mean(-1)\n    t = torch.arange(period, T)\n"
+        "    return previous, w[:, :, t, t - period + 1].mean(-1)"),
+    "def half_losses(per_position, length):": (
+        "    return torch.stack((per_position[:length - 1].mean(), per_position[length:].mean()))"),
 }
 STUB_BODY = "\n    raise NotImplementedError  # your code here"
 
@@ -116,3 +123,15 @@ def test_the_practice_notebook_names_a_catalogued_mistake():
     text = text_of(run_notebook("practice.ipynb", filled(wrong)))
     assert "attention: FAILED" in text and "scales the scores by 1/D instead of 1/sqrt(D)" in text
     assert "the activations part first at blocks.0.attn.weights" in text
+
+
+def test_the_induction_notebook_runs_on_a_tiny_setting_with_its_pictures_and_exercises():
+    """40 steps instead of 2,000 (no heads form so soon: the notebook says so and still draws)."""
+    exercises = {signature: body for signature, body in SOLUTIONS.items()
+                 if signature.split("(")[0][4:] in ("repeat_twice", "head_scores", "half_losses")}
+    outputs = run_notebook("induction.ipynb", {"max_steps=2000": "max_steps=40", "eval_interval=100": "eval_interval=20",
+                                               **filled(exercises)})
+    text = text_of(outputs)
+    assert "first half" in text and "induction scores (layers x heads)" in text
+    assert text.count(": passed (") == 3 and "FAILED" not in text
+    assert images_in(outputs) == 2  # the loss with the in-context score, and the four induction pictures

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from minitransformer import practice
 from minitransformer.commands.cli import main
+from minitransformer.practice.exercises import EXERCISES
 from minitransformer.practice.workspace import HINTS_FILE, start
 from tests.conftest import error_line
 from tests.helpers import HANG_S, wait_until
@@ -358,7 +359,7 @@ def test_start_never_replaces_a_file_created_while_it_runs(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "link", raced)
     written, kept = start(tmp_path)
-    assert not written and len(kept) == 16
+    assert not written and len(kept) == len(EXERCISES)
     assert all(path.read_text() == "# mine\n" for path in kept)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".mt-tmp")]
 

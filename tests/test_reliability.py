@@ -410,6 +410,8 @@ BAD_VALUES = {
     "model.layer_norm_eps": ["0", "-1e-5", "nan", "inf"],
     "data.val_fraction": ["0", "1", "-0.1", "nan", "inf"],
     "data.vocab_size": ["0", "257", "-1", "1.5", "1000001"],
+    "data.repeated_share": ["-0.1", "1.5", "nan", "inf"], "data.repeated_min": ["0", "-1", "2.5"],
+    "data.repeated_max": ["0", "1.5"],
     "train.seed": ["-1", "18446744073709551616", "1.5"], "train.batch_size": ["0", "-1"], "train.grad_accum": ["0"],
     "train.max_steps": ["0", "-5"], "train.time_budget_s": ["-1", "nan", "inf"], "train.tuned_steps": ["-1", "2.5"],
     "train.learning_rate": ["0", "-1e-3", "nan", "inf"], "train.muon_learning_rate": ["0", "nan", "-inf"],

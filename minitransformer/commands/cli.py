@@ -121,6 +121,13 @@ def run_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_induction(args: argparse.Namespace) -> int:
+    from .induction_command import find_induction_heads
+
+    find_induction_heads(args.checkpoint, args.length, args.batch, args.threshold, args.seed, args.png, args.device)
+    return 0
+
+
 def run_tokenize(args: argparse.Namespace) -> int:
     from .tokenize import tokenize
 
@@ -223,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--png", metavar="FILE", help="also draw the layers x heads grid (needs matplotlib)")
     heads.add_argument("--device", default="cpu", metavar="D")
     heads.set_defaults(run=run_heads)
+
+    induction = commands.add_parser("induction", help="find a model's induction heads on repeated random tokens, "
+                                                      "and switch them off")
+    induction.add_argument("--checkpoint", default="runs/induction", metavar="DIR",
+                           help="a run (its last/ checkpoint), checkpoint or GPT-2 folder (default: runs/induction, "
+                                "from configs/induction.toml)")
+    induction.add_argument("--length", type=int, default=40, metavar="R", help="random tokens, repeated once (default: 40)")
+    induction.add_argument("--batch", type=int, default=16, metavar="B", help="sequences averaged (default: 16)")
+    induction.add_argument("--threshold", type=float, default=0.4, help="the score that names a head (default: 0.4)")
+    induction.add_argument("--seed", type=int, default=0, help="seeds the random tokens (default: 0)")
+    induction.add_argument("--png", metavar="FILE", help="also draw the losses, scores, pattern and ablation (matplotlib)")
+    induction.add_argument("--device", default="cpu", metavar="D")
+    induction.set_defaults(run=run_induction)
 
     practicing = commands.add_parser("practice", help="write the GPT's pieces yourself: exercises, checks, your "
                                      "functions inside a trained model")

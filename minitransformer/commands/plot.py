@@ -35,7 +35,7 @@ def shown(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
 
 
-def grid_chart(series: list[tuple[str, list[int], list[float]]]) -> list[str]:
+def grid_chart(series: list[tuple[str, list[int], list[float]]], height: int = CHART_HEIGHT) -> list[str]:
     """Lines of a character grid drawing each series (mark, steps, values) with its mark, and *
     where two marks fall in one cell; the step axis runs from 0 to the last step of any series."""
     # The grid is drawn on values divided by the largest magnitude, so that any finite losses (a
@@ -45,16 +45,16 @@ def grid_chart(series: list[tuple[str, list[int], list[float]]]) -> list[str]:
     low, high = min(min(values) for values in scaled), max(max(values) for values in scaled)
     span = (high - low) or 1.0
     last_step = max(max(steps) for _, steps, _ in series) or 1
-    grid = [[" "] * CHART_WIDTH for _ in range(CHART_HEIGHT)]
+    grid = [[" "] * CHART_WIDTH for _ in range(height)]
     for (mark, steps, _), values in zip(series, scaled):
         for step, value in zip(steps, values):
             column = round(step / last_step * (CHART_WIDTH - 1))
-            line = round((high - value) / span * (CHART_HEIGHT - 1))
+            line = round((high - value) / span * (height - 1))
             grid[line][column] = "*" if grid[line][column] not in (" ", mark) else mark
     lines = []
     for i, cells in enumerate(grid):
-        value = (high - i * span / (CHART_HEIGHT - 1)) * scale
-        label = f"{shown(value):>7}" if i in (0, CHART_HEIGHT // 2, CHART_HEIGHT - 1) else " " * 7
+        value = (high - i * span / (height - 1)) * scale
+        label = f"{shown(value):>7}" if i in (0, height // 2, height - 1) else " " * 7
         lines.append(f"{label} |{''.join(cells)}")
     lines.append(" " * 8 + "+" + "-" * CHART_WIDTH)
     lines.append(" " * 9 + f"{0:<{CHART_WIDTH - len(str(last_step))}}{last_step}  step")
@@ -72,6 +72,11 @@ def text_chart(rows: list[dict]) -> str:
     steps = [row["step"] for row in rows]
     lines = grid_chart([("t", steps, [row["train_loss"] for row in rows]), ("v", steps, [row["val_loss"] for row in rows])])
     lines.append(f"t = train loss, v = val loss, * = both. {summary(rows).capitalize()}")
+    scored = [row for row in rows if "in_context" in row]
+    if scored:  # the phase change: where induction heads form, this drops (induction.py)
+        lines += ["", "in-context score (second half's loss / first half's, on repeated random tokens):",
+                  *grid_chart([("i", [row["step"] for row in scored], [row["in_context"] for row in scored])], height=6),
+                  f"last: {scored[-1]['in_context']:.2f} (1: no in-context learning; near 0: induction heads copy)"]
     return "\n".join(lines)
 
 

@@ -200,6 +200,8 @@ def check_exportable(config: ModelConfig) -> None:
         reasons.append("model.causal = false (GPT-2 always masks the future)")
     if not config.scale_attention:
         reasons.append("model.scale_attention = false (exported GPT-2 scales by 1/sqrt(D))")
+    if not config.mlp:
+        reasons.append("model.mlp = false (every GPT-2 block has an MLP)")
     if reasons:
         raise UserError(f"this model is not GPT-2's function, so transformers would compute something else: "
                         f"{'; '.join(reasons)}. Only models with learned positions, the causal mask and scaled "

@@ -228,8 +228,14 @@ def changed_input(before, after) -> str | None:
             if name not in now or changed_input(tensor, now[name]):
                 return f"its weights ({name})"
         return None
-    if isinstance(before, (list, tuple, dict)):
-        return None if before == after else "its items"
+    if isinstance(before, (list, tuple)):
+        if not isinstance(after, type(before)) or len(after) != len(before):
+            return "its items"
+        changes = [changed_input(item, now) for item, now in zip(before, after)]  # a list of tensors: each its own
+        return None if not any(changes) else "its items"
+    if isinstance(before, dict):
+        return None if before.keys() == after.keys() and not any(changed_input(before[key], after[key])
+                                                                   for key in before) else "its items"
     return None
 
 

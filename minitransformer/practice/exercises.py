@@ -30,13 +30,15 @@ from ..attention import causal_mask as our_causal_mask, merge_heads as our_merge
 from ..bpe import merge_pair as our_merge_pair
 from ..config import ModelConfig
 from ..generate import next_token_probs as our_next_token_probs
+from ..induction import half_losses as our_half_losses, repeat_twice as our_repeat_twice
+from ..inspection import head_scores as our_head_scores
 from ..kv_cache import KVCache
 from ..model import MLP, Block, cross_entropy, gelu, layer_norm
 from ..positional import apply_rotary as our_apply_rotary, sinusoidal_table
 from .mistakes import (ATTENTION_MISTAKES, BLOCK_MISTAKES, BPE_MISTAKES, CROSS_ENTROPY_MISTAKES, GELU_MISTAKES,
-    HEAD_MISTAKES, KV_MISTAKES, LAYER_NORM_MISTAKES, MASK_MISTAKES, MERGE_MISTAKES, MLP_MISTAKES,
-    Mistake, POSITIONS_MISTAKES, ROTARY_MISTAKES, SAMPLING_MISTAKES, SINUSOIDAL_MISTAKES,
-    SOFTMAX_MISTAKES)
+    HALVES_MISTAKES, HEAD_MISTAKES, KV_MISTAKES, LAYER_NORM_MISTAKES, MASK_MISTAKES, MERGE_MISTAKES, MLP_MISTAKES,
+    Mistake, POSITIONS_MISTAKES, REPEAT_MISTAKES, ROTARY_MISTAKES, SAMPLING_MISTAKES, SCORE_MISTAKES,
+    SINUSOIDAL_MISTAKES, SOFTMAX_MISTAKES)
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,50 @@ def bpe_cases():
             ("a pair repeated away from the end", ([300, 301, 300, 301, 300, 301, 9, 10], (300, 301), 512))]
 
 
+# ---------------------------------------------------------------- induction heads
+def repeat_twice(first: torch.Tensor) -> torch.Tensor:
+    """Each row followed by itself: first (B, R) -> (B, 2R), row b = first[b], then first[b] again.
+    The test for induction heads: random tokens, then the same tokens again."""
+    return our_repeat_twice(first)
+
+
+def repeat_cases():
+    ids = lambda *shape, seed: torch.randint(0, 50, shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    return [("B = 1, R = 4", (ids(1, 4, seed=0),)), ("B = 3, R = 5", (ids(3, 5, seed=1),))]
+
+
+def half_losses(per_position: torch.Tensor, length: int) -> torch.Tensor:
+    """(2,): the mean loss of each half, from per_position (2R - 1,), the loss of predicting token
+    t + 1 at every position t of R tokens repeated (R = length). The first half predicts tokens 1
+    to R - 1 (positions 0 to R - 2), the second half tokens R + 1 to 2R - 1 (positions R to 2R - 2);
+    position R - 1, predicting the first repeated token, belongs to neither."""
+    return our_half_losses(per_position, length)
+
+
+def halves_cases():
+    return [("R = 4", (rand(7).abs() + 1.0, 4)), ("R = 6", (rand(11, seed=1).abs() + 1.0, 6))]
+
+
+def head_scores(maps: list[torch.Tensor], period: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two scores per layer and head, each (L, H), from attention maps (one (B, H, T, T) per layer)
+    of sequences that repeat themselves after `period` tokens, averaged over the batch:
+    previous-token: the mean weight position t gives t - 1, over t = 1 .. T - 1; induction: the mean
+    weight t gives t - period + 1 (the token after the earlier occurrence), over t = period .. T - 1."""
+    return our_head_scores(maps, period)
+
+
+def attention_maps(layers: int, B: int, H: int, T: int, seed: int) -> list[torch.Tensor]:
+    """Causal attention weights (B, H, T, T) per layer: random rows that sum to 1 over the past."""
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    return [torch.softmax(rand(B, H, T, T, scale=2.0, seed=seed + layer).masked_fill(~mask, float("-inf")), dim=-1)
+            for layer in range(layers)]
+
+
+def scores_cases():
+    return [("1 layer, B = 1, 2 heads, T = 6, period 3", (attention_maps(1, 1, 2, 6, seed=0), 3)),
+            ("2 layers, B = 2, 2 heads, T = 8, period 4", (attention_maps(2, 2, 2, 8, seed=10), 4))]
+
+
 def sinusoidal_cases():
     return [("4 positions, C = 4", (4, 4)), ("6 positions, C = 8", (6, 8))]
 
@@ -431,5 +477,19 @@ EXERCISES: dict[str, Exercise] = {exercise.name: exercise for exercise in (
         Hint("Walk left to right; at a match, emit new_id and skip two tokens, else emit the token and skip one.",
              ("values",)),
         Hint("Compare ids as numbers, never as text: 112, 3 is not 1, 12, 3.", ("values: multi-digit",)),
+    )),
+    Exercise("repeat_twice", repeat_twice, our_repeat_twice, repeat_cases, REPEAT_MISTAKES, (
+        Hint("The positions are axis 1 of (B, R): torch.cat([first, first], dim=1).", ("shape", "values")),
+    )),
+    Exercise("head_scores", head_scores, our_head_scores, scores_cases, SCORE_MISTAKES, (
+        Hint("Stack the maps and average over the batch: torch.stack(maps).mean(dim=1) is (L, H, T, T). Then pick "
+             "the entries [t, t - 1] for t = 1 .. T - 1 with index tensors (w[:, :, t, t - 1]) and average them.",
+             ("values", "shape")),
+        Hint("The induction target of position t is the token *after* its earlier copy: t - period + 1.",
+             ("values",)),
+    )),
+    Exercise("half_losses", half_losses, our_half_losses, halves_cases, HALVES_MISTAKES, (
+        Hint("per_position[:length - 1].mean() and per_position[length:].mean(), stacked into one (2,) tensor.",
+             ("values", "shape", "type")),
     )),
 )}

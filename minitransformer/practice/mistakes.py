@@ -335,3 +335,62 @@ BPE_MISTAKES = {
     "misses_the_last_pair": Mistake(merge_missing_last, "never merges a pair at the very end of the list",
                                     "the loop must look at the last two ids too: while i < len(ids) - 1"),
 }
+
+
+# ---------------------------------------------------------------- induction heads (induction.py)
+REPEAT_MISTAKES = {
+    "batch_axis": Mistake(lambda first: torch.cat([first, first], dim=0), "stacks the copy below, as more rows, "
+                          "instead of after each row", "torch.cat along dim=1, the positions"),
+    "interleaved": Mistake(lambda first: first.repeat_interleave(2, dim=1), "repeats every token in place (a a b b) "
+                           "instead of the whole row after itself (a b a b)", "torch.cat([first, first], dim=1)"),
+}
+
+
+def halves(per_position, length, first_end=None, second_start=None, reduce="mean", swapped=False):
+    """Both halves' losses, written out with the boundaries and the reduction as flags."""
+    first_end = length - 1 if first_end is None else first_end
+    second_start = length if second_start is None else second_start
+    pick = torch.mean if reduce == "mean" else torch.sum
+    pair = [pick(per_position[:first_end]), pick(per_position[second_start:])]
+    return torch.stack(pair[::-1] if swapped else pair)
+
+
+HALVES_MISTAKES = {
+    "boundary_in_first": Mistake(lambda per_position, length: halves(per_position, length, first_end=length),
+                                 "counts position R - 1 (which predicts the first repeated token, unpredictable) in "
+                                 "the first half", "the first half is per_position[:R - 1]"),
+    "boundary_in_second": Mistake(lambda per_position, length: halves(per_position, length, second_start=length - 1),
+                                  "counts position R - 1 (the first repeated token, which nothing predicts) in the "
+                                  "second half", "the second half is per_position[R:]"),
+    "sums": Mistake(lambda per_position, length: halves(per_position, length, reduce="sum"),
+                    "sums each half instead of averaging it", ".mean(), not .sum()"),
+    "swapped": Mistake(lambda per_position, length: halves(per_position, length, swapped=True),
+                       "returns the second half first", "return torch.stack([first, second])"),
+}
+
+
+def scores(maps, period, one_further=False, previous_from=1, first_item=False, reduce="mean"):
+    """head_scores written out, with what learners change as flags."""
+    weights = torch.stack([m[:1] if first_item else m for m in maps]).float().mean(dim=1)  # (L, H, T, T)
+    T = weights.shape[-1]
+    back = period if one_further else period - 1
+    pick = (lambda x: x.mean(-1)) if reduce == "mean" else (lambda x: x.sum(-1))
+    t = torch.arange(previous_from, T)
+    previous = pick(weights[:, :, t, (t - 1).clamp(min=0)])
+    t = torch.arange(back, T)
+    induction = pick(weights[:, :, t, t - back])
+    return previous, induction
+
+
+SCORE_MISTAKES = {
+    "duplicate_token": flagged(scores, "scores attention on the earlier copy of the same token (t - R: a duplicate-"
+                               "token head), not the token after it (t - R + 1)", "the key is t - period + 1",
+                               one_further=True),
+    "first_position_counted": flagged(scores, "counts position 0 in the previous-token score (it can only look at "
+                                      "itself, so it adds a weight of 1 to every head)",
+                                      "the previous-token score averages over t = 1 .. T - 1", previous_from=0),
+    "first_item_only": flagged(scores, "scores batch item 0 alone instead of averaging over the batch",
+                               "average the maps over the batch (dim 0) first", first_item=True),
+    "sums": flagged(scores, "sums the weights instead of averaging them over the positions", ".mean(-1), not .sum(-1)",
+                    reduce="sum"),
+}

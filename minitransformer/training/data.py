@@ -25,6 +25,7 @@ Design choices:
 """
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import SPLITS
+from ..config import SPLITS, DataConfig
+from ..induction import repeated_rows
 from .corpus import (PIECE_CHARS, CorpusScan, corpus_files, cut_pattern, safe_cut, scan_corpus, split_pieces,
                      text_pieces)
 from ..errors import UserError
@@ -54,6 +56,22 @@ class Dataset:
     train: np.ndarray
     val: np.ndarray
     tokenizer: CharTokenizer | EncodingTokenizer
+
+    def bytes_per_token(self) -> float:
+        """UTF-8 bytes of text per validation token (from its first BYTES_SAMPLE tokens, decoded):
+        the exchange rate from nats per token to bits per byte."""
+        tokens = np.asarray(self.val[:BYTES_SAMPLE]).tolist()
+        return len(self.tokenizer.decode(tokens).encode("utf-8")) / max(len(tokens), 1)
+
+
+# Validation tokens decoded to measure bytes per token: plenty for the ratio, quick for any corpus.
+BYTES_SAMPLE = 1_000_000
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """A loss in nats per token as bits per byte of text, a scale shared by every tokenizer:
+    nats / ln 2 = bits per token, over bytes per token."""
+    return loss / math.log(2) / bytes_per_token
 
 
 DATA_FILES = ("meta.json", "train.bin", "val.bin")  # all that a data folder of ours holds
@@ -306,6 +324,21 @@ def check_split_length(split: np.ndarray, name: str, block_size: int) -> None:
             f"the {name} split has {len(split)} tokens, too few for model.block_size = {block_size}; "
             "use a longer corpus, a smaller block_size, or (for val) a larger data.val_fraction"
         )
+
+
+def mix_repeated(x: torch.Tensor, y: torch.Tensor, data: DataConfig, vocab_size: int, generator: torch.Generator,
+                 rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y (B, T) with their first round(repeated_share x B) rows replaced by random segments
+    repeated to fill the window (induction.repeated_rows), drawn from the batch generator (so a
+    resumed run draws the same); under torchrun each rank keeps its slice of world x that many."""
+    rows = round(data.repeated_share * x.shape[0])
+    if rows == 0:
+        return x, y
+    windows = repeated_rows(rows * world, x.shape[1] + 1, (data.repeated_min, data.repeated_max), vocab_size, generator)
+    windows = windows[rank * rows : (rank + 1) * rows].to(x.device)  # (rows, T + 1)
+    x, y = x.clone(), y.clone()
+    x[:rows], y[:rows] = windows[:, :-1], windows[:, 1:]
+    return x, y
 
 
 def get_batch(

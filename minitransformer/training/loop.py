@@ -42,11 +42,12 @@ from tqdm.auto import tqdm as auto_tqdm
 from .. import pieces
 from ..formats.checkpoint import save_checkpoint
 from ..config import RunConfig, TrainConfig
-from .data import Dataset, get_batch
+from .data import Dataset, bits_per_byte, get_batch, mix_repeated
 from ..machine.device import autocast, matmul_peak, synchronize
 from .distributed import Ranks, start_distributed, stop_distributed
 from ..errors import UserError, short_cause, user_path
 from ..generate import generate
+from ..induction import in_context_score
 from .memory import flops_per_token
 from ..model import GPT
 from .optim import lr_at, set_learning_rate
@@ -151,14 +152,20 @@ def evaluate_and_save(run: Run, saved_step: int | None) -> dict[str, float]:
     for name, value in losses.items():
         if not math.isfinite(value):
             raise diverged(state.step, f"{name} loss", value, cfg, saved_step)
-    run.say(f"step {state.step:>6}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-            f"{state.elapsed_s:.0f}s")
+    if run.bytes_per_token is None:
+        run.bytes_per_token = run.dataset.bytes_per_token()
+    bpb = bits_per_byte(losses["val"], run.bytes_per_token)
+    with autocast(run.device, run.dtype):
+        in_context = in_context_score(run.model)  # the same on every rank: the same weights and tokens
+    run.say(f"step {state.step:>6}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+            f"({bpb:.3f} bits per byte), in-context {in_context:.2f}, {state.elapsed_s:.0f}s")
     new_best = losses["val"] < state.best_val_loss
     if new_best:
         state.best_val_loss = losses["val"]
     if run.ranks.main:
         with writing_into_folder(run):
-            append_metrics(run.out_dir / "metrics.jsonl", metrics_row(run, losses))
+            append_metrics(run.out_dir / "metrics.jsonl", {**metrics_row(run, losses), "val_bpb": round(bpb, 5),
+                                                           "in_context": round(in_context, 5)})
     run.logged = (state.step, run.train_s)
     if not clock.sample_measured and cfg.time_budget_s > 0:
         clock.sample_s = run.ranks.from_main(sample_seconds(run))  # every rank reserves the same
@@ -219,6 +226,9 @@ def train_step(run: Run) -> torch.Tensor:
     for micro in range(cfg.grad_accum):
         x, y = get_batch(run.dataset.train, cfg.batch_size, model.config.block_size, run.batch_generator, run.device,
                          run.ranks.rank, run.ranks.world)
+        if run.config.data.repeated_share > 0:  # rows that grow induction heads (induction.py)
+            x, y = mix_repeated(x, y, run.config.data, model.config.vocab_size, run.batch_generator, run.ranks.rank,
+                                run.ranks.world)
         # Under DDP, gradients are averaged over ranks during backward; only the last micro-batch
         # needs that, the others just accumulate locally.
         last = micro == cfg.grad_accum - 1

@@ -36,7 +36,8 @@ def flops_per_token(config: ModelConfig) -> float:
     nanoGPT and the PaLM paper count them: 6 per weight of every matrix product (2 forward, 4
     backward), plus attention's scores and weighted sums, 12 x n_layer x context x C."""
     C = config.n_embd
-    matmul_weights = config.n_layer * 12 * C * C + config.vocab_size * C  # the blocks, and the output head
+    per_block = 12 * C * C if config.mlp else 4 * C * C  # attention's 4 C x C, the MLP's 8
+    matmul_weights = config.n_layer * per_block + config.vocab_size * C  # the blocks, and the output head
     return 6 * matmul_weights + 12 * config.n_layer * config.block_size * C
 
 
@@ -45,7 +46,9 @@ def count_parameters(config: ModelConfig) -> int:
     C, V = config.n_embd, config.vocab_size
     bias = 1 if config.bias else 0
     layer_norm = C * (1 + bias)
-    block = 2 * layer_norm + (3 * C * C + 3 * C * bias) + (C * C + C * bias) + (4 * C * C + 4 * C * bias) + (4 * C * C + C * bias)
+    attention = layer_norm + (3 * C * C + 3 * C * bias) + (C * C + C * bias)
+    mlp = layer_norm + (4 * C * C + 4 * C * bias) + (4 * C * C + C * bias)
+    block = attention + (mlp if config.mlp else 0)
     total = V * C + config.n_layer * block + layer_norm
     if config.position == "learned":
         total += config.block_size * C

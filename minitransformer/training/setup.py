@@ -79,6 +79,7 @@ class Run:
     logged: tuple[int, float] = (0, 0.0)  # (step, train_s) at the last metrics row, for tokens/s
     lock: RunLock | None = None  # the run folder's lock (rank 0 only), checked before every write
     quiet: bool = False  # nothing printed: no final sample, so none is reserved on a budget
+    bytes_per_token: float | None = None  # of the validation text, measured at the first evaluation
     scaler: torch.amp.GradScaler | None = None  # float16's loss scaler; a disabled one changes nothing
     # (step, loss, gradient norm) of the first step that was not finite, noted on the device (loop.py)
     nonfinite: torch.Tensor | None = None
