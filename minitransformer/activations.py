@@ -50,6 +50,13 @@ def listed(values, what: str, example: str) -> list:
         raise UserError(f"{what} takes a list, e.g. {example}; got {values!r}") from None
 
 
+def check_model(model) -> None:
+    """Refuse what is not a GPT: these tools listen at its taps (taps.py)."""
+    if not isinstance(model, GPT):
+        raise UserError(f"the model must be a minitransformer GPT (load_model(path)[0], or GPT(config)); got "
+                        f"{type(model).__name__}")
+
+
 def check_ids(model: GPT, idx, what: str) -> None:
     """Refuse what is not token ids (B, T) this model reads whole (errors.check_token_ids)."""
     check_token_ids(idx, model.config.vocab_size, what, model.config.block_size)
@@ -86,6 +93,7 @@ def record(model: GPT, names=None):
     names: only these names, or names under these prefixes (all by default). Tensors are
     detached copies: they stay as recorded whatever runs after.
     """
+    check_model(model)
     if names is not None:
         names = check_names(model, names, "record")  # a list: a generator would be used up by the check
     passes: list[dict[str, torch.Tensor]] = []
@@ -154,6 +162,7 @@ def ablate(model: GPT, heads=(), mlps=(), how: str = "zero", reference: torch.Te
     (blocks.L.mlp.out, (B, T, C)) becomes zeros (how="zero") or, with how="mean", its mean over a
     reference pass on `reference` (token ids (B, T), run once when the block starts).
     """
+    check_model(model)
     if not isinstance(how, str) or how not in ABLATIONS:
         raise UserError(f"ablation {how!r} is not known; choose one of {list(ABLATIONS)}")
     if (how == "mean") != (reference is not None):
@@ -194,6 +203,7 @@ def patch(model: GPT, activations: dict[str, torch.Tensor]):
     """Inside the block, each named activation is replaced by the given tensor (activation
     patching): record them on prompt B, patch them into a pass on prompt A of the same length,
     and see how much of B's behaviour they carry."""
+    check_model(model)
     if not isinstance(activations, dict):
         raise UserError(f"patch takes a dict {{name: tensor}}, e.g. the passes[0] of record(); got {type(activations).__name__}")
     for name, value in activations.items():
@@ -223,6 +233,7 @@ def logit_lens(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """(L + 1, B, T, V) logits: row 0 from the embeddings (the stream entering block 0), row l + 1
     from block l's output, each through the final LayerNorm and the output head, as if the model
     stopped there. The last row is the model's own logits."""
+    check_model(model)
     check_ids(model, idx, "logit_lens's idx")
     L = model.config.n_layer
     names = ["blocks.0.resid_pre", *(f"blocks.{layer}.resid_post" for layer in range(L))]
@@ -274,6 +285,7 @@ def ablation_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, how: str = "ze
     """The loss on (x, y) (B, T each) and the loss with each head ablated in turn: (base, (L, H)).
     how="mean" takes each head's mean from one pass on reference (ablate), or from `means`, the
     `head_means` of a reference already taken (several calls on one reference compute them once)."""
+    check_model(model)
     check_ids(model, x, "x")
     check_ids(model, y, "y")
     if y.shape != x.shape:

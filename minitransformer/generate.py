@@ -31,6 +31,7 @@ from .machine.device import best_seconds, choose_dtype
 from .errors import UserError, check_token_ids
 from .kv_cache import KVCache
 from .machine.cuda_graphs import decode_graph
+from .activations import check_model
 from .model import GPT
 from .machine.packed import pack_linears, packing_available
 
@@ -139,6 +140,7 @@ def stream_tokens(
     Call it on a model in eval mode (no dropout), as `generate` does. cuda_graph: on a CUDA
     device, replay each cached step from a recorded graph (False: run it eagerly).
     """
+    check_model(model)
     check_sampling(temperature, top_k, top_p, max_new_tokens, generator)
     check_token_ids(idx, model.config.vocab_size, "the prompt idx")  # past block_size it is cropped
     block_size = model.config.block_size
@@ -211,6 +213,7 @@ def generate(
     Puts the model in eval mode for the duration (no dropout) and restores its mode afterwards.
     cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
+    check_model(model)
     was_training = model.training
     model.eval()
     try:
@@ -243,6 +246,7 @@ def generate_batch(
     stay on the device until the end (or a rebuild), so no step waits for the host.
     cuda_graph: on a CUDA device, replay each cached step from a recorded graph (False: eagerly).
     """
+    check_model(model)
     check_sampling(temperature, top_k, top_p, max_new_tokens, generator)
     check_prompts(prompts, model.config.vocab_size)
     block_size, device = model.config.block_size, model.wte.weight.device

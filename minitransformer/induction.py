@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .activations import ablate
+from .activations import ablate, check_model
 from .errors import UserError
 from .inspection import capture_attention, head_scores
 from .model import GPT
@@ -141,6 +141,7 @@ def induction_report(model: GPT, length: int = 40, batch: int = 16, threshold: f
     Induction heads are looked for from layer 1 on: in layer 0 no head can know the token before
     another position's (that takes a previous-token head before it).
     """
+    check_model(model)
     for name, value, low in (("length", length, 2), ("batch", batch, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name} must be a whole number of at least {low}, got {value!r}")

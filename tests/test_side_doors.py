@@ -515,3 +515,20 @@ def test_every_wrong_input_to_the_python_api_is_one_user_error(tiny_run, tmp_pat
 def test_inspect_refuses_how_without_ablate(tiny_run, capsys):
     assert main(["inspect", "--checkpoint", str(tiny_run), "--prompt", "ab", "--how", "mean"]) == 2
     assert "--how mean says how --ablate" in error_line(capsys)
+
+
+def test_the_tools_refuse_what_is_not_a_model():
+    import torch
+
+    from minitransformer import generate, generate_batch
+    from minitransformer.activations import ablate, ablation_losses, logit_lens, patch, record
+    from minitransformer.errors import UserError
+    from minitransformer.induction import induction_report
+
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    for call in (lambda: record(None).__enter__(), lambda: ablate("run", heads=[(0, 0)]).__enter__(),
+                 lambda: patch(3, {}).__enter__(), lambda: logit_lens(None, idx), lambda: ablation_losses(None, idx, idx),
+                 lambda: induction_report("runs/induction"), lambda: generate(None, idx, 3),
+                 lambda: generate_batch("model", [[1]], 3)):
+        with pytest.raises(UserError, match="must be a minitransformer GPT"):
+            call()
