@@ -8,8 +8,9 @@ Like with like: each side is its real training command on nanoGPT's shakespeare_
 AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and only the second half counts
 (no start-up, compilation, evaluation or saving in it):
 - ours: `minitransformer train` on configs/shakespeare_char_gpu.toml set to those choices, with
-  evaluations at steps 0, --steps and 2 x --steps; the seconds per step come from metrics.jsonl
-  (training time between the last two evaluations).
+  evaluations at steps 0, --steps and 2 x --steps; the seconds per step come from the last row of
+  metrics.jsonl (its tokens per second: the training steps since the row before, without the
+  evaluation and save between them).
 - nanoGPT: its `train.py` as shipped, in a scratch folder with Tiny Shakespeare prepared as its
   `prepare.py` does (characters, 90/10 split, uint16), evaluating at step 0 only; the seconds per
   step are the wall clock between its log lines at steps --steps and 2 x --steps (each printed
@@ -60,7 +61,9 @@ def ours(batch: int, steps: int, device: str, compile_setting: str) -> float:
         if finished.returncode != 0:
             sys.exit("our train command failed:\n" + finished.stderr[-2000:])
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return (rows[-1]["elapsed_s"] - rows[-2]["elapsed_s"]) / (rows[-1]["step"] - rows[-2]["step"])
+    # The row's tokens per second count the training steps since the previous row only (the
+    # evaluation and save at that row left out, as nanoGPT's interval holds none).
+    return batch * TOKENS_PER_STEP / rows[-1]["tokens_per_s"]
 
 
 def prepare_nanogpt(folder: Path, nanogpt: Path) -> None:
