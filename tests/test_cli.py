@@ -180,3 +180,11 @@ def test_bench_prints_training_and_sampling_figures(capsys):
     out = capsys.readouterr().out
     assert "training:" in out and "tokens/s" in out and "MFU" in out
     assert "at batch 1" in out and "at batch 8" in out
+    # The bound: the measured bandwidth over the weights' bytes, and the share of it batch 1 reached.
+    import re
+
+    bound, megabytes, bandwidth, share = re.search(
+        r"memory bound at batch 1: ([\d,]+) tokens/s \(([\d.]+) MB of weights a token at a measured copy bandwidth "
+        r"of ([\d.]+) GB/s\); batch 1 runs at (\d+)% of it", out).groups()
+    assert float(bound.replace(",", "")) == pytest.approx(float(bandwidth) * 1e3 / float(megabytes), rel=0.06)
+    assert 0 < int(share)

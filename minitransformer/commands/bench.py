@@ -5,7 +5,8 @@ Prints, for the config's model on this machine:
   precision `train.dtype` chooses here, and the model FLOP utilisation: the arithmetic the model
   needs per token (memory.flops_per_token) against a measured large matrix product in that dtype;
 - sampling tokens per second with the key/value cache, at batch 1 and batch 8, in the precision
-  `sample --dtype auto` chooses.
+  `sample --dtype auto` chooses, beside the memory bound at batch 1: every token reads every
+  weight, so it cannot go faster than a measured copy bandwidth over the weights' bytes.
 
 Design choice: it measures the code paths the commands use, on random weights and the config's
 real data (speed does not depend on the weights' values), after a warm-up.
@@ -18,7 +19,7 @@ import torch
 
 from ..config import load_config
 from ..errors import UserError
-from ..machine.device import best_seconds, choose_device, matmul_peak
+from ..machine.device import best_seconds, choose_device, copy_bandwidth, matmul_peak
 from ..training.distributed import Ranks
 from ..generate import decoding_dtype, generate, generate_batch, prepare_for_decoding
 from ..training.memory import check_memory, flops_per_token
@@ -86,7 +87,12 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print, 
         decode_dtype = decoding_dtype(model, "auto", device, say, remeasure)
         model = prepare_for_decoding(model, decode_dtype)
         one, eight = measure_decoding(model, 1), measure_decoding(model, 8)
+        weight_bytes = sum(tensor.numel() * tensor.element_size() for tensor in (*model.parameters(), *model.buffers()))
+        bandwidth = copy_bandwidth(device)
+        bound = bandwidth / weight_bytes
         say(f"sampling in {str(decode_dtype).removeprefix('torch.')}: {one:,.0f} tokens/s at batch 1, "
             f"{eight:,.0f} tokens/s at batch 8 (generate_batch), {DECODE_TOKENS} new tokens")
-    return {"train_tokens_per_s": tokens_per_s, "mfu": mfu, "decode_1": one, "decode_8": eight,
+        say(f"  the memory bound at batch 1: {bound:,.0f} tokens/s ({weight_bytes / 1e6:.3g} MB of weights a token at "
+            f"a measured copy bandwidth of {bandwidth / 1e9:.1f} GB/s); batch 1 runs at {one / bound:.0%} of it")
+    return {"train_tokens_per_s": tokens_per_s, "mfu": mfu, "decode_1": one, "decode_8": eight, "decode_bound": bound,
             "train_dtype": dtype_name, "decode_dtype": str(decode_dtype).removeprefix("torch.")}

@@ -258,6 +258,19 @@ def best_seconds(work, device: torch.device, repeats: int = 2, warmups: int = 1)
     return best
 
 
+# Bytes copied to measure the memory bandwidth: far larger than any CPU cache.
+BANDWIDTH_BYTES = 256 * 2**20
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second that one large copy moves on device (each byte read once and written once,
+    both counted): the rate at which generation can stream a model's weights at best."""
+    source = torch.empty(BANDWIDTH_BYTES // 4, dtype=torch.float32, device=device).fill_(1.0)
+    target = torch.empty_like(source)
+    seconds = best_seconds(lambda: target.copy_(source), device, repeats=3)
+    return 2 * BANDWIDTH_BYTES / seconds
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a clock around it measures the work itself."""
     if device.type == "cuda":
