@@ -145,11 +145,11 @@ def induction_report(model: GPT, length: int = 40, batch: int = 16, threshold: f
     for name, value, low in (("length", length, 2), ("batch", batch, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1], got {threshold!r}")
     if 2 * length > model.config.block_size + 1:
         raise UserError(f"length {length} repeated twice is longer than this model's context "
                         f"({model.config.block_size}); use at most {(model.config.block_size + 1) // 2}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise UserError(f"threshold must be in (0, 1], got {threshold!r}")
     was_training = model.training
     model.eval()
     try:

@@ -156,3 +156,10 @@ def test_the_command_finds_nothing_in_an_untrained_run_and_says_what_to_do(tiny_
     assert "first half" in out and "previous-token scores" in out and f"model: {tiny_run / 'last'}" in out
     assert main(["induction", "--checkpoint", str(tiny_run), "--length", "100"]) == 2
     assert "context" in capsys.readouterr().err
+
+
+def test_the_command_without_a_run_says_how_to_train_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["induction"]) == 2
+    err = capsys.readouterr().err
+    assert "configs/induction.toml" in err and err.count("\n") == 1

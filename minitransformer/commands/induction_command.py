@@ -9,7 +9,7 @@ the induction heads switched off, then the previous-token heads too. `--png` dra
 import torch
 
 from .. import figures
-from ..errors import user_path
+from ..errors import UserError, user_path
 from ..formats.load import load_model
 from ..induction import InductionReport, induction_report, repeated_tokens
 from ..inspection import SHADES, capture_attention, heatmap
@@ -81,6 +81,9 @@ def find_induction_heads(checkpoint: str, length: int = 40, batch: int = 16, thr
         figures.check_available("--png")
         check_output_file(png, "--png")
     folder = user_path(checkpoint)
+    if not folder.exists():
+        raise UserError(f"{checkpoint} does not exist; train the lesson's model first (about a minute and a half on a "
+                        f"laptop): minitransformer train --config configs/induction.toml, or pass --checkpoint RUN")
     if (folder / "last").is_dir():
         # A run folder: the model as its training ended (last/), not its lowest val loss (best/):
         # copying random tokens is not what the text's val loss rewards, so best/ may predate the heads.
