@@ -47,7 +47,7 @@ wanted() { [[ " $sections " == *" $1 "* ]]; }
 
 if wanted tests; then
     echo "== tests: graph decoding = eager decoding, no host sync while generating or in a training step, bounded graphs, float16"
-    timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15
+    timeout 150 python -m pytest -q -p no:cacheprovider -n 0 tests/test_gpu.py 2>&1 | tail -15
 fi
 
 if wanted decode; then
