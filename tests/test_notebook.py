@@ -126,10 +126,10 @@ def test_the_practice_notebook_names_a_catalogued_mistake():
 
 
 def test_the_induction_notebook_runs_on_a_tiny_setting_with_its_pictures_and_exercises():
-    """40 steps instead of 2,000 (no heads form so soon: the notebook says so and still draws)."""
+    """40 steps instead of 1,500 (no heads form so soon: the notebook says so and still draws)."""
     exercises = {signature: body for signature, body in SOLUTIONS.items()
                  if signature.split("(")[0][4:] in ("repeat_twice", "head_scores", "half_losses")}
-    outputs = run_notebook("induction.ipynb", {"max_steps=2000": "max_steps=40", "eval_interval=100": "eval_interval=20",
+    outputs = run_notebook("induction.ipynb", {"max_steps=1500": "max_steps=40", "eval_interval=100": "eval_interval=20",
                                                **filled(exercises)})
     text = text_of(outputs)
     assert "first half" in text and "induction scores (layers x heads)" in text
