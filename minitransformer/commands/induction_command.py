@@ -82,7 +82,7 @@ def find_induction_heads(checkpoint: str, length: int = 40, batch: int = 16, thr
         check_output_file(png, "--png")
     folder = user_path(checkpoint)
     if not folder.exists():
-        raise UserError(f"{checkpoint} does not exist; train the lesson's model first (about 90 s on a "
+        raise UserError(f"{checkpoint} does not exist; train the lesson's model first (about 70 s on a "
                         f"laptop): minitransformer train --config configs/induction.toml, or pass --checkpoint RUN")
     if (folder / "last").is_dir():
         # A run folder: the model as its training ended (last/), not its lowest val loss (best/):
