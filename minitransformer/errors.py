@@ -18,6 +18,16 @@ class UserError(ValueError):
     everywhere = False
 
 
+def whole_number(value) -> bool:
+    """An int, not a bool (True is an int to Python) and not a float that int() would cut."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def real_number(value) -> bool:
+    """An int or a float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def user_path(path):
     """path as a Path, with a leading ~ or ~user turned into that home folder; a user (or home)
     that cannot be found is a UserError, not a RuntimeError from deep inside pathlib."""

@@ -257,3 +257,15 @@ def test_dropout_and_the_attention_path_may_differ_from_the_saved_config(tiny_ru
     config["model"].update(dropout=0.3, attention="sdpa")
     (run / "best" / "config.json").write_text(json.dumps(config))
     assert main(["sample", "--checkpoint", str(run / "best"), "--max-new-tokens", "5", "--prompt", "A"]) == 0
+
+
+@pytest.mark.parametrize("clock", [{"eval_s": -1.0}, "not a dict", {"eval_s": float("nan")}])
+def test_a_damaged_clock_in_the_training_state_is_one_line(tiny_run, tmp_path, capsys, clock):
+    """The saved clock (budget.Clock) is checked with the rest of state.pt: damaged, not a traceback."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    state = torch.load(run / "last" / "state.pt", weights_only=True)
+    state["clock"] = clock if not isinstance(clock, dict) else {**state["clock"], **clock}
+    torch.save(state, run / "last" / "state.pt")
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=80"]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged" in err and err.count("\n") == 1

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, real_number, whole_number
 
 # On a budget, evaluations (with their saves) take at most this share of the wall clock ...
 EVAL_SHARE = 0.1
@@ -123,17 +123,23 @@ class Clock:
         return {name: getattr(self, name) for name in self.SAVED}
 
     @classmethod
-    def resumed(cls, started: float, base_s: float, saved: dict | None, step: int) -> "Clock":
-        """The clock of a run resumed at `step` after base_s seconds. A checkpoint without a clock
-        (version 0.3 and older) counts as evaluated at its step, with nothing else known."""
-        if saved is None:
-            return cls(started, base_s, evaluations=1, last_eval_at=base_s, last_eval_step=step)
+    def checked(cls, saved: object) -> dict:
+        """A checkpoint's saved clock, its SAVED fields checked (ValueError or KeyError otherwise:
+        restore_run calls the checkpoint damaged)."""
         values = {name: saved[name] for name in cls.SAVED}
         numbers = [value for name, value in values.items() if name != "last_eval_at"]
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                   and value >= 0 for value in numbers) or not isinstance(values["evaluations"], int):
+        if not all(real_number(value) and math.isfinite(value) and value >= 0 for value in numbers) \
+                or not whole_number(values["evaluations"]):
             raise ValueError(f"the saved clock {saved!r} is not a run's")
-        return cls(started, base_s, **values)
+        return values
+
+    @classmethod
+    def resumed(cls, started: float, base_s: float, saved: dict | None, step: int) -> "Clock":
+        """The clock of a run resumed at `step` after base_s seconds, from its checked saved clock. A
+        checkpoint without one (version 0.3 and older) counts as evaluated at its step, nothing else known."""
+        if saved is None:
+            return cls(started, base_s, evaluations=1, last_eval_at=base_s, last_eval_step=step)
+        return cls(started, base_s, **saved)
 
     def elapsed(self) -> float:
         """The run's wall-clock seconds so far."""

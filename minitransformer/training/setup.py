@@ -51,7 +51,7 @@ class RunState:
     elapsed_s: float = 0.0  # the run's wall-clock seconds, every command's (start-up, evaluations included)
     best_val_loss: float = math.inf
     ended_by: str | None = None  # "max_steps" or "budget" once the run has finished; None before
-    clock: dict | None = None  # the saved Clock (budget.py) of a resumed run; None for a new one
+    clock: dict | None = None  # the saved Clock's fields (budget.py, checked) of a resumed run; None for a new one
 
     def now(self, unit: str) -> float:
         """Where the run stands, in steps or in wall-clock seconds."""
@@ -217,7 +217,7 @@ def restore_run(config: RunConfig, out_dir: Path, device: torch.device, say, ran
         optimizers = make_optimizers(model, cfg)
         restore_optimizers(optimizers, saved["optimizers"])
         state = restore_state(saved, cfg, checkpoint.run_config)
-        saved_end = Schedule(**saved["schedule"]).end if "schedule" in saved else None
+        saved_end = saved["schedule"]["end"] if "schedule" in saved else None
         batch_generator = restore_generators(saved["rng"], device)
         dtype = getattr(torch, saved["dtype"]) if cfg.dtype == "auto" and "dtype" in saved and not remeasure else None
         if dtype not in (None, *TRAINING_DTYPES):
@@ -315,9 +315,10 @@ def restore_state(saved: dict, cfg: TrainConfig, run_config: dict) -> RunState:
     else:  # checkpoints of version 0.1 saved no schedule; their cosine started at step 0
         old = Schedule.for_config(TrainConfig(**run_config["train"]))
         old.decay_start = 0.0
-    ended_by, clock = saved.get("ended_by"), saved.get("clock")
-    if ended_by not in (None, "max_steps", "budget") or clock is not None and not isinstance(clock, dict):
-        raise ValueError(f"ended_by {ended_by!r} and clock {clock!r} are not a run's")
+    ended_by = saved.get("ended_by")
+    if ended_by not in (None, "max_steps", "budget"):
+        raise ValueError(f"ended_by {ended_by!r} is not a run's")
+    clock = Clock.checked(saved["clock"]) if saved.get("clock") is not None else None
     state = RunState(old, step, elapsed, best, ended_by, clock)
     state.schedule = resumed_schedule(old, step, state.now(old.unit), state.now(Schedule.for_config(cfg).unit), cfg)
     return state
