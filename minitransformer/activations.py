@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError, check_token_ids
+from .errors import UserError, check_token_ids, whole_number
 from .inspection import listening, manual_attention
 from .model import GPT
 
@@ -110,7 +110,7 @@ def record(model: GPT, names=None):
 
 def whole(value: object, what: str) -> int:
     """value, which must be a whole number (an int, not a float that int() would cut, nor a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not whole_number(value):
         raise UserError(f"{what} must be a whole number, got {value!r}")
     return value
 

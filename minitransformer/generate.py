@@ -28,20 +28,12 @@ from contextlib import ExitStack, contextmanager
 import torch
 
 from .machine.device import best_seconds, choose_dtype
-from .errors import UserError, check_token_ids
+from .errors import UserError, check_token_ids, real_number, whole_number
 from .kv_cache import KVCache
 from .machine.cuda_graphs import decode_graph
 from .activations import check_model
 from .model import GPT
 from .machine.packed import pack_linears, packing_available
-
-
-def whole_number(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def real_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int = 0,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .activations import ablate, check_model
-from .errors import UserError
+from .errors import UserError, real_number, whole_number
 from .inspection import capture_attention, head_scores
 from .model import GPT
 
@@ -143,9 +143,9 @@ def induction_report(model: GPT, length: int = 40, batch: int = 16, threshold: f
     """
     check_model(model)
     for name, value, low in (("length", length, 2), ("batch", batch, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not whole_number(value) or value < low:
             raise UserError(f"{name} must be a whole number of at least {low}, got {value!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+    if not real_number(threshold) or not 0 < threshold <= 1:
         raise UserError(f"threshold must be in (0, 1], got {threshold!r}")
     if 2 * length > model.config.block_size + 1:
         raise UserError(f"length {length} repeated twice is longer than this model's context "

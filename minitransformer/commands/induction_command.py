@@ -6,13 +6,15 @@ threshold with their attention on a short repeated sequence, and the second half
 the induction heads switched off, then the previous-token heads too. `--png` draws the same.
 """
 
+import math
+
 import torch
 
 from .. import figures
 from ..errors import UserError, user_path
 from ..formats.load import load_model
 from ..induction import InductionReport, induction_report, repeated_tokens
-from ..inspection import SHADES, capture_attention, heatmap
+from ..inspection import capture_attention, heatmap, shade
 from ..machine.device import choose_device
 from ..machine.files import check_output_file
 
@@ -21,9 +23,8 @@ SHOWN = 8
 
 
 def strip(values: torch.Tensor, high: float) -> str:
-    """values (N,) as one line of shades, darker = higher (0 to high)."""
-    steps = len(SHADES) - 1
-    return "".join(SHADES[min(steps, max(0, round(value / high * steps)))] for value in values.tolist())
+    """values (N,) as one line of shades, darker = higher (inspection's shades of value / high)."""
+    return "".join(shade(value / high) for value in values.tolist())
 
 
 def grid(scores: torch.Tensor) -> str:
@@ -40,7 +41,7 @@ def describe(report: InductionReport, threshold: float, vocab_size: int) -> str:
     ratio = report.second / report.first
     lines = [f"repeated random tokens: {B} sequences of {R} random tokens, then the same {R} again",
              f"loss, first half: {report.first:.3f} nats (a model that cannot copy: about ln V = "
-             f"{torch.log(torch.tensor(float(vocab_size))):.2f}); second half: {report.second:.3f} nats "
+             f"{math.log(vocab_size):.2f}); second half: {report.second:.3f} nats "
              f"(in-context score {ratio:.2f})",
              "loss at every position (darker = higher; the repeat starts at |):",
              "  " + strip(report.per_position[: R - 1], report.first) + "|" + strip(report.per_position[R - 1:], report.first),

@@ -248,8 +248,7 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
         remove(temp)
         raise naming(error, temp, path)
     except BaseException:
-        if old is not temp:
-            remove(temp)
+        remove(temp)  # after a swap it holds the previous folder, which the new one has replaced
         raise
     fsync_path(path.parent)
     if old is not None:

@@ -346,26 +346,22 @@ REPEAT_MISTAKES = {
 }
 
 
-def halves(per_position, length, first_end=None, second_start=None, reduce="mean", swapped=False):
-    """Both halves' losses, written out with the boundaries and the reduction as flags."""
-    first_end = length - 1 if first_end is None else first_end
-    second_start = length if second_start is None else second_start
+def halves(per_position, length, first_extra=0, second_back=0, reduce="mean", swapped=False):
+    """Both halves' losses, written out: the boundaries moved by first_extra and second_back, the
+    reduction and the order as flags."""
     pick = torch.mean if reduce == "mean" else torch.sum
-    pair = [pick(per_position[:first_end]), pick(per_position[second_start:])]
+    pair = [pick(per_position[:length - 1 + first_extra]), pick(per_position[length - second_back:])]
     return torch.stack(pair[::-1] if swapped else pair)
 
 
 HALVES_MISTAKES = {
-    "boundary_in_first": Mistake(lambda per_position, length: halves(per_position, length, first_end=length),
-                                 "counts position R - 1 (which predicts the first repeated token, unpredictable) in "
-                                 "the first half", "the first half is per_position[:R - 1]"),
-    "boundary_in_second": Mistake(lambda per_position, length: halves(per_position, length, second_start=length - 1),
-                                  "counts position R - 1 (the first repeated token, which nothing predicts) in the "
-                                  "second half", "the second half is per_position[R:]"),
-    "sums": Mistake(lambda per_position, length: halves(per_position, length, reduce="sum"),
-                    "sums each half instead of averaging it", ".mean(), not .sum()"),
-    "swapped": Mistake(lambda per_position, length: halves(per_position, length, swapped=True),
-                       "returns the second half first", "return torch.stack([first, second])"),
+    "boundary_in_first": flagged(halves, "counts position R - 1 (which predicts the first repeated token, "
+                                 "unpredictable) in the first half", "the first half is per_position[:R - 1]",
+                                 first_extra=1),
+    "boundary_in_second": flagged(halves, "counts position R - 1 (the first repeated token, which nothing predicts) "
+                                  "in the second half", "the second half is per_position[R:]", second_back=1),
+    "sums": flagged(halves, "sums each half instead of averaging it", ".mean(), not .sum()", reduce="sum"),
+    "swapped": flagged(halves, "returns the second half first", "return torch.stack([first, second])", swapped=True),
 }
 
 

@@ -514,7 +514,7 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
             check_finite(run, saved_step)
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
-            "tokenizer": run.dataset.tokenizer, "first_step": start_step}
+            "tokenizer": run.dataset.tokenizer}
 
 
 def reads_every_step(run: Run) -> bool:

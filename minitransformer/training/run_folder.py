@@ -64,7 +64,7 @@ def check_not_inside_ours(out_dir: Path) -> None:
     or that is a checkpoint, data or model folder itself: a save would mix it into that folder, which
     could then no longer be resumed or loaded."""
     try:
-        resolved = out_dir.expanduser().resolve()
+        resolved = out_dir.resolve()  # out_dir comes through user_path: any ~ is expanded already
     except (OSError, RuntimeError):
         return  # make_run_folder names the problem
     for folder in (resolved, *resolved.parents):
