@@ -357,3 +357,23 @@ def test_a_crash_while_a_folder_is_replaced_leaves_a_whole_copy_under_a_name_we_
     else:
         assert not folder.exists()
         assert [(copy / "weights").read_text() for copy in files.previous_copies(folder)] == ["old"]
+
+
+def test_a_refused_start_keeps_a_data_folder_holding_anything_else(tmp_path, monkeypatch):
+    """Made.take_back removes only a data/ holding our three files, nothing it did not write."""
+    from minitransformer.training.run_folder import Made, RunLock
+
+    out = tmp_path / "run"
+    made = Made(out)
+    out.mkdir()
+    made.note_made()
+    (out / "data").mkdir()
+    (out / "data" / "notes.txt").write_text("mine")
+    with RunLock(out) as lock:
+        made.take_back(lock)
+    assert (out / "data" / "notes.txt").read_text() == "mine"
+    (out / "data" / "notes.txt").unlink()
+    (out / "data" / "meta.json").write_text("{}")
+    with RunLock(out) as lock:
+        made.take_back(lock)
+    assert not (out / "data").exists()

@@ -36,7 +36,6 @@ import errno
 import functools
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -241,15 +240,20 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], replace: 
             old = temp  # temp's name now holds the previous folder
         else:
             if path.exists():
-                old = path.with_name(f"{own_prefix(path)}{secrets.token_hex(4)}.{PREVIOUS}")
+                # A name made exclusively (mkdtemp), so the rename can replace nothing but our empty folder.
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=own_prefix(path), suffix=f".{PREVIOUS}"))
+                if path.is_symlink():  # a link cannot be renamed onto a folder: free the name first
+                    old.rmdir()
                 os.replace(path, old)
             os.replace(temp, path)
-    except OSError as error:
-        remove(temp)
-        raise naming(error, temp, path)
-    except BaseException:
+    except BaseException as error:
         remove(temp)  # after a swap it holds the previous folder, which the new one has replaced
-        raise
+        if old is not None and old != temp:
+            try:
+                old.rmdir()  # the name made for the previous folder, still empty if it never moved there
+            except OSError:
+                pass  # it holds the previous folder: left where previous_copies finds it
+        raise naming(error, temp, path) if isinstance(error, OSError) else error
     fsync_path(path.parent)
     if old is not None:
         remove(old)  # the folder this call moved aside: exactly what it made, nothing found by name

@@ -41,6 +41,7 @@ from .corpus import (PIECE_CHARS, CorpusScan, corpus_files, cut_pattern, safe_cu
                      text_pieces)
 from ..errors import UserError
 from ..machine.files import write_folder_atomically
+from .run_folder import DATA_FILES
 from ..bpe import BPETokenizer, EncodingTokenizer
 from ..tokenizer import CharTokenizer, TiktokenTokenizer, build_tokenizer, from_description
 
@@ -74,7 +75,6 @@ def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     return loss / math.log(2) / bytes_per_token
 
 
-DATA_FILES = ("meta.json", "train.bin", "val.bin")  # all that a data folder of ours holds
 
 
 def read_meta(data_dir: Path) -> dict | None:

@@ -34,6 +34,7 @@ RUN_TRACES = (*CHECKPOINTS, "metrics.jsonl")
 LOCK_FILE = "run.lock"
 # What a checkpoint folder holds when minitransformer wrote it (model.pt: checkpoints of version 0.1).
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "state.pt", "model.pt")
+DATA_FILES = ("meta.json", "train.bin", "val.bin")  # all that a data folder of ours holds (training/data.py)
 NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open() fails on a symbolic link instead of writing through it
 
 
@@ -246,14 +247,17 @@ class Made:
 
     def take_back(self, lock: "RunLock") -> None:
         """Remove the data folder this start wrote, while it holds the folder's lock and the folder
-        is still its own, if no checkpoint was saved (a run that saved one is a run, kept)."""
-        if self.had_data or lock is None or os.path.lexists(self.out_dir / "last"):
+        is still its own, if no checkpoint was saved (a run that saved one is a run, kept). Only a
+        real folder holding nothing but the data files is removed: anything else is not ours."""
+        data = self.out_dir / "data"
+        if self.had_data or lock is None or os.path.lexists(self.out_dir / "last") or data.is_symlink() \
+                or not data.is_dir() or any(entry.name not in DATA_FILES for entry in data.iterdir()):
             return
         try:
             lock.check_held()
         except UserError:
             return
-        remove(self.out_dir / "data")
+        remove(data)
 
     def remove_empty_folders(self) -> None:
         """Remove the folders this start made that are still the ones it made and hold nothing."""
