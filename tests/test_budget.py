@@ -290,3 +290,17 @@ def test_two_ranks_on_clocks_of_their_own_stop_together_within_the_budget(tmp_pa
     assert 2.0 - 0.15 <= used <= 2.0 and "sample:" in result.stdout
     rows = rows_of(tmp_path / "run")
     assert len(rows) * EVAL_S <= 0.2 + 1e-9 and rows[-1]["step"] - rows[-2]["step"] >= 2
+
+
+def test_the_exits_of_paused_commands_count_against_the_budget(out, monkeypatch):
+    """Each command's exit comes after its last save; a paused run's checkpoint counts it, so three
+    commands, each 0.2 s of exit, still end within the budget together."""
+    clock = fake_clock(monkeypatch, TICK, EVAL_S)
+    monkeypatch.setattr(budget, "EXIT_S", 0.2)
+    train(TINY, out=out, time_budget_s=3.0, pause_after=15, quiet=True, **SAMPLED)
+    clock.spend(0.2)  # the process's exit
+    train(out=out, resume=True, pause_after=15)
+    clock.spend(0.2)
+    train(out=out, resume=True)
+    clock.spend(0.2)
+    assert clock.used() <= 3.0

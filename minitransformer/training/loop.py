@@ -510,7 +510,10 @@ def loop(run: Run, bar: tqdm, resume: bool, pause_after: int | None) -> dict:
         if stopped_by is None:
             state.ended_by = ended_by  # saved with last/: a finished run resumes only when extended
             losses = evaluate_and_save(run, saved_step)
-        elif saved_step != state.step and run.ranks.main:
+        elif (saved_step != state.step or cfg.time_budget_s > 0) and run.ranks.main:
+            # On a budget the checkpoint's seconds include this command's exit, which follows the save
+            # (the run's clock is every command's wall clock), so last/ is saved again with them.
+            state.elapsed_s += budget.EXIT_S if cfg.time_budget_s > 0 else 0.0
             check_finite(run, saved_step)
             save_run(run, "last")
     return {"step": state.step, "losses": losses, "stopped_by": stopped_by, "model": run.model,
