@@ -274,6 +274,7 @@ def test_a_budget_spent_by_start_up_is_refused_and_leaves_nothing(tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.xdist_group("torchrun")  # never beside another torchrun job (test_distributed.py)
 def test_two_ranks_on_clocks_of_their_own_stop_together_within_the_budget(tmp_path):
     """torchrun, 2 processes, rank 1's steps 1.5 x rank 0's: rank 0's clock decides for both,
     which finish (no rank left waiting) with the sample inside the budget, then resume as finished."""

@@ -14,6 +14,9 @@ from minitransformer.commands.cli import main
 from tests.conftest import QUICK, ROOT, TINY
 from tests.helpers import HANG_S
 
+# Two torchrun jobs (2 processes each) at once on a 2-core machine starve each other: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("torchrun")
+
 COMMON = ["--config", TINY, *QUICK, "--set", "train.max_steps=30", "--set", "train.eval_interval=10",
           "--set", "train.grad_accum=2"]
 
