@@ -6,7 +6,7 @@ python scripts/bench_train.py --device cuda --batch 64 --steps 300 --compile aut
 Like with like: each side is its real training command on nanoGPT's shakespeare_char model
 (6 layers, 384 wide, 6 heads, context 256) trained nanoGPT's way (learned positions, no biases,
 AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and only the second half counts
-(no start-up, compilation, evaluation or saving in it):
+(no start-up, compilation, evaluation or saving in it), and then both models alone in this process:
 - ours: `minitransformer train` on configs/shakespeare_char_gpu.toml set to those choices, with
   evaluations at steps 0, --steps and 2 x --steps; the seconds per step come from the last row of
   metrics.jsonl (its tokens per second: the training steps since the row before, without the
@@ -15,7 +15,10 @@ AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and onl
   `prepare.py` does (characters, 90/10 split, uint16), evaluating at step 0 only; the seconds per
   step are the wall clock between its log lines at steps --steps and 2 x --steps (each printed
   after reading the loss, so after the GPU finished those steps).
-On a GPU both compile and use bf16 autocast (nanoGPT's defaults); on a CPU neither.
+- one process: both models with AdamW, forward, backward, clipping and the update only, in
+  alternating rounds (the fastest round of each counts).
+nanoGPT computes the exact GELU, so ours runs with model.gelu = "exact" (the same function).
+On a GPU both commands compile and use bf16 autocast (nanoGPT's defaults); on a CPU neither.
 
 --compile lists the `train.compile` settings to run our command with (each measured on its own).
 --optimizers also times our training step on the GPU config itself (rotary positions) with Muon
@@ -24,6 +27,7 @@ a row, the best of two runs).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import pickle
@@ -53,7 +57,8 @@ def ours(batch: int, steps: int, device: str, compile_setting: str) -> float:
                    "--set", f"train.eval_interval={steps}", "--set", "train.eval_batches=1",
                    "--set", "train.sample_tokens=0", "--set", f"train.compile={compile_setting}",
                    # nanoGPT's choices, so that both train the same model the same way
-                   "--set", "model.position=learned", "--set", "model.bias=false", "--set", "train.optimizer=adamw",
+                   "--set", "model.position=learned", "--set", "model.bias=false", "--set", "model.gelu=exact",
+                   "--set", "train.optimizer=adamw",
                    "--set", "model.dropout=0.2", "--set", "train.learning_rate=1e-3", "--set", "train.beta2=0.99"]
         if device == "cpu":
             command += ["--set", "train.dtype=float32"]  # as nanoGPT's train.py on a CPU
@@ -104,6 +109,55 @@ def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
     if failed or steps not in seen or 2 * steps not in seen:
         sys.exit("nanoGPT's train.py failed:\n" + "".join(lines[-20:]))
     return (seen[2 * steps] - seen[steps]) / steps
+
+
+def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.device, rounds: int = 4) -> tuple[float, float]:
+    """Seconds per step of the two models alone, ours and nanoGPT's, in this process: the same
+    shape and choices as above, forward, backward, clipping and one AdamW setting for both,
+    alternating rounds of --steps steps and keeping each one's
+    fastest, so a burst of load slows both alike."""
+    from minitransformer import GPT, ModelConfig
+
+    shape = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
+    nano = load_nanogpt_module(nanogpt_folder)
+    torch.manual_seed(0)
+    models = {"ours": GPT(ModelConfig(**shape, position="learned", bias=False, dropout=0.2, gelu="exact",
+                                      attention="sdpa")).to(device),
+              "nanoGPT": nano.GPT(nano.GPTConfig(**shape, dropout=0.2, bias=False)).to(device)}
+    x = torch.randint(0, 65, (batch, 256), device=device)  # (B, T)
+    y = torch.randint(0, 65, (batch, 256), device=device)  # (B, T)
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+                  for name, model in models.items()}
+
+    def step(name: str) -> None:
+        _, loss = models[name](x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(models[name].parameters(), 1.0)
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    best = dict.fromkeys(models, float("inf"))
+    for name in models:
+        step(name)  # warm-up: the first steps allocate
+    for _ in range(rounds):
+        for name in models:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(steps):
+                step(name)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], (time.perf_counter() - started) / steps)
+    return best["ours"], best["nanoGPT"]
+
+
+def load_nanogpt_module(folder: Path):
+    """nanoGPT's model.py, imported from its folder (to measure against, never copied)."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def optimizer_runs(config, device: torch.device, names: list[str]):
@@ -160,6 +214,9 @@ def main() -> None:
     print(f"nanoGPT (train.py): {theirs * 1000:.2f} ms a step, {args.batch * TOKENS_PER_STEP / theirs:,.0f} tokens/s")
     for setting, seconds in mine.items():
         print(f"ours (train.compile={setting}) is {theirs / seconds:.2f}x as fast as nanoGPT")
+    alone, nano_alone = one_process(Path(args.nanogpt), args.batch, max(2, args.steps // 2), torch.device(args.device))
+    print(f"one process, the models and AdamW only: ours {alone * 1000:.2f} ms a step, nanoGPT {nano_alone * 1000:.2f} ms: "
+          f"ours is {nano_alone / alone:.2f}x as fast")
     if args.optimizers:
         best = optimizer_steps(torch.device(args.device), args.steps, settings[0])
         print(f"GPU config's step (rotary, train.compile={settings[0]}): Muon {best['muon'] * 1000:.2f} ms, AdamW {best['adamw'] * 1000:.2f} ms: "

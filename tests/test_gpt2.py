@@ -157,8 +157,8 @@ def test_an_untied_head_loads_and_exports_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"activation_function": "gelu"}, "activation_function"),
     ({"activation_function": "relu"}, "activation_function"),
+    ({"activation_function": "gelu_fast"}, "activation_function"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"reorder_and_upcast_attn": True}, "reorder_and_upcast_attn"),
     ({"layer_norm_epsilon": None}, "layer_norm_epsilon = None"),
@@ -193,7 +193,8 @@ def our_checkpoint(path: Path, config: ModelConfig, tokenizer) -> GPT:
     return model.eval()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"bias": False}, {"tie_weights": False}, {"n_head": 3, "n_embd": 24}])
+@pytest.mark.parametrize("overrides", [{}, {"bias": False}, {"tie_weights": False}, {"n_head": 3, "n_embd": 24},
+                                       {"gelu": "exact"}])
 def test_export_loads_in_transformers_with_equal_logits(tmp_path, capsys, overrides):
     settings = dict(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32, position="learned")
     model = our_checkpoint(tmp_path / "ckpt", ModelConfig(**{**settings, **overrides}), tiktoken_tokenizer("gpt2"))
@@ -204,7 +205,25 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, capsys, overri
         assert_close(hf(idx).logits, model(idx)[0], atol=1e-5, rtol=1e-5)
     if model.config.tie_weights:  # and back again (import refuses untied heads: GPT-2 ties its head)
         back, _ = load_model(tmp_path / "hf")
+        assert back.config.gelu == model.config.gelu
         assert_close(back(idx)[0], model(idx)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_an_exact_gelu_gpt2_loads_and_computes_transformers_logits(tmp_path):
+    """activation_function = "gelu" (the exact GELU) maps to model.gelu = "exact"; the tanh forms
+    to "tanh". Each computes transformers' logits, and the two differ (so the choice matters)."""
+    torch.manual_seed(3)
+    idx = torch.randint(0, VOCAB, (2, 23))
+    logits = {}
+    for activation, ours_name in (("gelu", "exact"), ("gelu_pytorch_tanh", "tanh")):
+        torch.manual_seed(5)
+        hf = random_hf_model(activation_function=activation)
+        hf.save_pretrained(tmp_path / activation)
+        ours, _ = load_model(tmp_path / activation)
+        assert ours.config.gelu == ours_name
+        logits[activation] = hf_logits(hf, idx)
+        assert_close(ours(idx)[0], logits[activation], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits["gelu"], logits["gelu_pytorch_tanh"], atol=1e-4)
 
 
 def test_exported_tokenizer_files_tokenise_like_tiktoken(tmp_path):

@@ -116,7 +116,7 @@ def test_inspect_bad_indices(tiny_run, capsys, args, fragment):
 
 ATTENTION_LINES = ["D = q.shape[-1]", "if scale is None:", "scale = 1.0 / math.sqrt(D)", "scores = (q @ k.transpose",
                    "if mask is not None:", "scores = scores.masked_fill", 'scores = tap("scores"', "weights = torch.softmax",
-                   'weights = tap("weights"', "dropped = F.dropout", "out = dropped @ v", 'out = tap("heads"',
+                   'weights = tap("weights"', "dropped = dropout(weights", "out = dropped @ v", 'out = tap("heads"',
                    "return out, weights"]
 
 

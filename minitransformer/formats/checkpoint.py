@@ -150,8 +150,11 @@ def model_digest(config: ModelConfig) -> str:
     another n_head (the same tensor shapes) would otherwise load and compute something else.
     dropout (training only) and attention (two paths to the same result) may differ."""
     settings = {key: value for key, value in asdict(config).items() if key not in ("dropout", "attention")}
-    if settings["mlp"]:  # a setting added in 0.4: its default leaves the digests of older weights as they were
+    # Settings added later leave, at their defaults, the digests of older weights as they were.
+    if settings["mlp"]:
         del settings["mlp"]
+    if settings["gelu"] == "tanh":
+        del settings["gelu"]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

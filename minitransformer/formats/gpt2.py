@@ -36,6 +36,7 @@ HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 GPT2_VOCAB = 50257
 SIZE_DEFAULTS = {"vocab_size": GPT2_VOCAB, "n_positions": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU's tanh approximation
+EXACT_GELU = "gelu"  # transformers' name for the exact GELU (model.gelu = "exact")
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
 
@@ -57,8 +58,9 @@ def model_config_from_hf(hf: dict, vocab_fits: bool, source: Path) -> ModelConfi
     if hf.get("model_type") != "gpt2":
         raise refuse(f"it is a {hf.get('model_type')!r} model; only GPT-2 ('gpt2') models are supported")
     activation = hf.get("activation_function", "gelu_new")
-    if activation not in TANH_GELUS:
-        raise refuse(f"activation_function = {activation!r}; this model computes GPT-2's tanh GELU ({', '.join(TANH_GELUS)})")
+    if activation not in (*TANH_GELUS, EXACT_GELU):
+        raise refuse(f"activation_function = {activation!r}; this model computes GPT-2's tanh GELU "
+                     f"({', '.join(TANH_GELUS)}) or the exact one ({EXACT_GELU!r})")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if hf.get(flag):
             raise refuse(f"{flag} = true, which this model does not compute")
@@ -80,6 +82,7 @@ def model_config_from_hf(hf: dict, vocab_fits: bool, source: Path) -> ModelConfi
             n_head=sizes["n_head"], n_embd=C, dropout=0.0, bias=True, position="learned", attention="sdpa",
             scale_attention=bool(hf.get("scale_attn_weights", True)), layer_norm_eps=float(eps),
             tie_weights=bool(hf.get("tie_word_embeddings", True)),
+            gelu="exact" if activation == EXACT_GELU else "tanh",
         )
     except UserError as error:
         raise refuse(str(error))
@@ -183,7 +186,7 @@ def hf_config_for(config: ModelConfig, gpt2_tokens: bool) -> dict:
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
         "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
-        "activation_function": "gelu_new", "layer_norm_epsilon": config.layer_norm_eps,
+        "activation_function": EXACT_GELU if config.gelu == "exact" else "gelu_new", "layer_norm_epsilon": config.layer_norm_eps,
         "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False, "tie_word_embeddings": config.tie_weights, "use_cache": True,

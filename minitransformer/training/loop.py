@@ -337,8 +337,16 @@ class Printer:
 
 def describe(run: Run) -> str:
     m = run.model.config
+    # Choices that trade GPT-2's exact function or torch's own random numbers for speed are said here.
+    gelu = ", exact GELU" if m.gelu == "exact" else ""
+    dropout = ""
+    if m.dropout > 0:
+        # dropout.py: on a CPU the masks are drawn with numpy, except in a compiled model (train.compile = true)
+        fast = run.device.type == "cpu" and run.config.train.compile is not True
+        masks = "numpy's SFC64, seeded by torch" if fast else "torch"
+        dropout = f", dropout {m.dropout:g} (masks from {masks})"
     return (f"model: {run.model.num_parameters():,} parameters, {m.n_layer} layers, {m.n_embd} wide, "
-            f"context {m.block_size}, {m.position} positions; device {run.device}, "
+            f"context {m.block_size}, {m.position} positions{gelu}{dropout}; device {run.device}, "
             f"{str(run.dtype).removeprefix('torch.')}; {len(run.dataset.train):,} train and "
             f"{len(run.dataset.val):,} val tokens")
 
