@@ -5,6 +5,9 @@ Design choices:
   `generate` collects them into one tensor.
 - With `use_cache=True` each step feeds only the newest token and reads the earlier positions'
   keys and values from a `KVCache`; the result equals re-running the whole sequence (tested).
+- On a CPU, at batch 1 with nobody looking inside, the one-token step runs as a flat list of the
+  same operations (machine/cpu_decode.py), without the module calls and taps that cost more
+  there than the arithmetic; the logits are the model's (tested).
 - On a CUDA GPU the one-token step is replayed from a recorded CUDA graph over a StaticKVCache
   (machine/cuda_graphs.py): the same computation launched as one graph instead of ~130 kernels.
   `cuda_graph=False` runs every step eagerly, as on a CPU; greedy text is the same (tested on a GPU).
@@ -30,6 +33,7 @@ import torch
 from .machine.device import best_seconds, choose_dtype
 from .errors import UserError, check_token_ids, real_number, whole_number
 from .kv_cache import KVCache
+from .machine.cpu_decode import lean_step, lean_step_applies
 from .machine.cuda_graphs import decode_graph
 from .activations import check_model
 from .model import GPT
@@ -145,7 +149,12 @@ def stream_tokens(
                 logits = model.next_token_logits(idx[:, -block_size:])  # (B, V)
             elif cache is not None and cache.length < block_size:
                 newest = idx[:, -1:]  # (B, 1): only the newest token goes in
-                logits = graph.step(newest) if graph is not None else model.next_token_logits(newest, cache)  # (B, V)
+                if graph is not None:
+                    logits = graph.step(newest)  # (B, V)
+                elif lean_step_applies(model, idx.shape[0], cache):
+                    logits = lean_step(model, newest, cache)  # the same step, without the bookkeeping (CPU)
+                else:
+                    logits = model.next_token_logits(newest, cache)  # (B, V)
             else:
                 # First step, or the window is full and slides: (re)build the cache from the window.
                 cache = graph.start() if graph is not None else KVCache(model.config.n_layer, block_size)
@@ -318,8 +327,8 @@ def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeas
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:
     """model (changed in place) in dtype and eval mode, ready to generate. In bf16 the weights'
     memory traffic, each token's main cost on a CPU, halves; on a CPU with oneDNN the linear
-    layers' weights are also packed once (packed.py) instead of on every call."""
+    layers' weights are also packed once (packed.py) for its faster products, in bf16 and float32."""
     model = model.to(dtype).eval()
-    if dtype == torch.bfloat16 and model.wte.weight.device.type == "cpu" and packing_available():
+    if dtype in (torch.bfloat16, torch.float32) and model.wte.weight.device.type == "cpu" and packing_available(dtype):
         pack_linears(model)
     return model
