@@ -208,7 +208,8 @@ class TrainConfig:
 
 # The default run's model, used when no config file is given; DataConfig's and TrainConfig's
 # defaults complete it. configs/shakespeare_char.toml says the same (a test checks).
-DEFAULT_MODEL = {"block_size": 256, "n_layer": 3, "n_head": 4, "n_embd": 128, "position": "rope", "attention": "sdpa"}
+DEFAULT_MODEL = {"block_size": 256, "n_layer": 3, "n_head": 4, "n_embd": 128, "position": "rope", "attention": "sdpa",
+                 "gelu": "exact"}
 
 # vocab_size comes from the tokenizer, never from a config file.
 MODEL_KEYS = tuple(field.name for field in fields(ModelConfig) if field.name != "vocab_size")
