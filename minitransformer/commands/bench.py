@@ -93,6 +93,6 @@ def bench(config_path: str | None, device_name: str, steps: int = 5, say=print, 
         say(f"sampling in {str(decode_dtype).removeprefix('torch.')}: {one:,.0f} tokens/s at batch 1, "
             f"{eight:,.0f} tokens/s at batch 8 (generate_batch), {DECODE_TOKENS} new tokens")
         say(f"  the memory bound at batch 1: {bound:,.0f} tokens/s ({weight_bytes / 1e6:.3g} MB of weights a token at "
-            f"a measured copy bandwidth of {bandwidth / 1e9:.1f} GB/s); batch 1 runs at {one / bound:.0%} of it")
+            f"a measured copy bandwidth of {bandwidth / 1e9:.1f} GB/s); batch 1 runs at {100 * one / bound:.2g}% of it")
     return {"train_tokens_per_s": tokens_per_s, "mfu": mfu, "decode_1": one, "decode_8": eight, "decode_bound": bound,
             "train_dtype": dtype_name, "decode_dtype": str(decode_dtype).removeprefix("torch.")}
