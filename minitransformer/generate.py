@@ -30,10 +30,11 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .machine.device import best_seconds, choose_dtype
+from .machine.bf16_weights import store_bf16_weights
+from .machine.device import best_seconds, choose_dtype, cpu_computes_bf16
 from .errors import UserError, check_token_ids, real_number, whole_number
 from .kv_cache import KVCache
-from .machine.cpu_decode import lean_step, lean_step_applies
+from .machine.cpu_decode import lean_decoder
 from .machine.cuda_graphs import decode_graph
 from .activations import check_model
 from .model import GPT
@@ -141,6 +142,7 @@ def stream_tokens(
     check_token_ids(idx, model.config.vocab_size, "the prompt idx")  # past block_size it is cropped
     block_size = model.config.block_size
     graph = decode_graph(model, idx.shape[0]) if use_cache and cuda_graph else None  # None off CUDA
+    lean = lean_decoder(model, idx.shape[0]) if use_cache and graph is None else None  # None off CPUs
     cache = None
     finite = torch.ones((), dtype=torch.bool, device=idx.device)  # every step's logits so far (read at the end)
     with using(graph):
@@ -151,8 +153,8 @@ def stream_tokens(
                 newest = idx[:, -1:]  # (B, 1): only the newest token goes in
                 if graph is not None:
                     logits = graph.step(newest)  # (B, V)
-                elif lean_step_applies(model, idx.shape[0], cache):
-                    logits = lean_step(model, newest, cache)  # the same step, without the bookkeeping (CPU)
+                elif lean is not None:
+                    logits = lean.step(newest, cache)  # the same step, without the bookkeeping (CPU)
                 else:
                     logits = model.next_token_logits(newest, cache)  # (B, V)
             else:
@@ -315,20 +317,37 @@ def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
     return best_seconds(lambda: list(stream_tokens(trial, idx, tokens, temperature=0.0)), idx.device) / tokens
 
 
+# From this many bytes of float32 weights in the linear layers, reading them is most of a token's
+# time on a CPU (they outgrow its caches), so bf16 weights can pay even where bf16 is emulated.
+# Below it, the per-operation cost dominates and float32 stays, unmeasured: a small model's text
+# then never depends on a timing (nanoGPT's shakespeare_char model has 42 MB).
+MEMORY_BOUND_BYTES = 16 * 2 ** 20
+
+
 def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeasure: bool = False) -> torch.dtype:
-    """The dtype to generate in: name, or for "auto" bfloat16 where it is native and measured
-    faster for this model (device.choose_dtype, which tells say why), as prepare_for_decoding makes it."""
+    """The dtype to generate in: name, or for "auto" bfloat16 where it is measured faster for this
+    model on this machine (device.choose_dtype, which tells say why), as prepare_for_decoding makes
+    it. On a CPU without bf16 instructions that is measured for models of MEMORY_BOUND_BYTES or
+    more: a token's time is then mostly reading the weights, which bf16 halves (machine/bf16_weights.py)."""
     m = model.config
     what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
             f"{', packed' if packing_available() else ''}")
-    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure)
+    weight_bytes = 4 * sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
+    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure,
+                        memory_bound=weight_bytes >= MEMORY_BOUND_BYTES)
 
 
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:
     """model (changed in place) in dtype and eval mode, ready to generate. In bf16 the weights'
-    memory traffic, each token's main cost on a CPU, halves; on a CPU with oneDNN the linear
-    layers' weights are also packed once (packed.py) for its faster products, in bf16 and float32."""
-    model = model.to(dtype).eval()
-    if dtype in (torch.bfloat16, torch.float32) and model.wte.weight.device.type == "cpu" and packing_available(dtype):
+    memory traffic, each token's main cost on a CPU, halves. On a CPU with oneDNN the linear
+    layers' weights are packed once (packed.py) for its faster products, in bf16 and float32; on a
+    CPU that emulates bf16, only the linear layers' weights are stored in bf16 and the rest of the
+    model stays float32 (bf16_weights.py), since emulated bf16 arithmetic is slow."""
+    model = model.eval()
+    on_cpu = model.wte.weight.device.type == "cpu"
+    if dtype == torch.bfloat16 and on_cpu and not cpu_computes_bf16():
+        return store_bf16_weights(model.float())
+    model = model.to(dtype)
+    if dtype in (torch.bfloat16, torch.float32) and on_cpu and packing_available(dtype):
         pack_linears(model)
     return model

@@ -1,6 +1,8 @@
-"""The lean CPU decoding step (machine/cpu_decode.py) and float32 packing (machine/packed.py)."""
+"""The lean CPU decoding step (machine/cpu_decode.py), float32 packing (machine/packed.py) and
+bf16 weights for CPUs that emulate bf16 (machine/bf16_weights.py)."""
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from minitransformer import GPT, activations, generate, practice
 from minitransformer.generate import prepare_for_decoding
 from minitransformer.kv_cache import KVCache
 from minitransformer.machine import cpu_decode
+from minitransformer.machine.bf16_weights import Bf16WeightsLinear
+from minitransformer.machine.device import choose_dtype
 from minitransformer.machine.packed import PackedLinear, packing_available
 from minitransformer.model import gelu
 from tests.helpers import small_config
@@ -36,9 +40,9 @@ def test_lean_step_computes_the_models_logits_and_cache(overrides):
     with torch.no_grad():
         model.next_token_logits(tokens[:, :3], ours)
         model.next_token_logits(tokens[:, :3], theirs)
+        decoder = cpu_decode.lean_decoder(model, 1)
         for t in range(3, 20):
-            assert cpu_decode.lean_step_applies(model, 1, ours)
-            lean = cpu_decode.lean_step(model, tokens[:, t:t + 1], ours)
+            lean = decoder.step(tokens[:, t:t + 1], ours)
             assert_close(lean, model.next_token_logits(tokens[:, t:t + 1], theirs), atol=1e-5, rtol=1e-5)
     assert ours.length == theirs.length == 20
     for layer in range(model.config.n_layer):
@@ -55,21 +59,19 @@ def test_generation_with_the_lean_step_writes_the_uncached_models_text(overrides
 
 
 def test_anyone_looking_inside_gets_the_models_own_forward_pass():
-    """Taps, hooks, a learner's piece, training mode, a batch or left padding: the lean step
+    """Taps, hooks, a learner's piece, training mode or a batch: the lean step
     would skip what they see or change, so the model's own step runs."""
     model = random_model()
-    cache = KVCache(2, 24)
-    assert cpu_decode.lean_step_applies(model, 1, cache)
-    assert not cpu_decode.lean_step_applies(model, 2, cache)
-    assert not cpu_decode.lean_step_applies(model, 1, KVCache(2, 24, torch.tensor([1])))
+    assert cpu_decode.lean_decoder(model, 1) is not None
+    assert cpu_decode.lean_decoder(model, 2) is None
     with activations.record(model, ["blocks.0.mlp.hidden"]):
-        assert not cpu_decode.lean_step_applies(model, 1, cache)
+        assert cpu_decode.lean_decoder(model, 1) is None
     handle = model.blocks[1].register_forward_hook(lambda *args: None)
-    assert not cpu_decode.lean_step_applies(model, 1, cache)
+    assert cpu_decode.lean_decoder(model, 1) is None
     handle.remove()
     with practice.use(gelu=lambda x: gelu(x)):
-        assert not cpu_decode.lean_step_applies(model, 1, cache)
-    assert not cpu_decode.lean_step_applies(model.train(), 1, cache)
+        assert cpu_decode.lean_decoder(model, 1) is None
+    assert cpu_decode.lean_decoder(model.train(), 1) is None
 
 
 def test_an_ablation_changes_generated_text_as_without_the_lean_step():
@@ -94,3 +96,61 @@ def test_float32_packing_agrees_with_the_plain_model_to_rounding():
         assert_close(packed.next_token_logits(idx), model.next_token_logits(idx), atol=1e-5, rtol=1e-5)
     prompt = torch.randint(0, 37, (1, 5))
     assert torch.equal(generate(packed, prompt, 30, temperature=0.0), generate(model, prompt, 30, temperature=0.0))
+
+
+def test_bf16_weights_round_only_the_weights_and_keep_several_rows_in_float32():
+    torch.manual_seed(8)
+    linear = torch.nn.Linear(48, 20)
+    stored = Bf16WeightsLinear(linear)
+    weight, bias = linear.weight.detach().bfloat16().float(), linear.bias.detach().bfloat16().float()
+    rows = torch.randn(3, 7, 48)
+    assert torch.equal(stored(rows), torch.nn.functional.linear(rows, weight, bias))  # widened: float32 products
+    one = torch.randn(1, 1, 48)
+    out = stored(one)
+    assert out.dtype == torch.float32 and torch.equal(out, stored.low(one).float())
+    assert_close(out, torch.nn.functional.linear(one, weight, bias), atol=0.02, rtol=0.01)  # bf16 rounding
+
+
+def test_a_cpu_that_emulates_bf16_decodes_with_bf16_weights_and_float32_elsewhere(monkeypatch):
+    monkeypatch.setattr(importlib.import_module("minitransformer.generate"), "cpu_computes_bf16", lambda: False)
+    model = random_model(position="rope")
+    low = prepare_for_decoding(copy.deepcopy(model), torch.bfloat16)
+    assert sum(isinstance(module, Bf16WeightsLinear) for module in low.modules()) == 4 * 2 + 1
+    assert low.wte.weight.dtype == torch.float32 and low.ln_f.weight.dtype == torch.float32
+    idx = torch.randint(0, 37, (2, 13))
+    with torch.no_grad():
+        reference = model.next_token_logits(idx)
+        assert (low.next_token_logits(idx) - reference).abs().max() < 0.03 * reference.abs().max()
+    prompt = torch.randint(0, 37, (1, 4))  # the lean step and the model's own agree in bf16 weights too
+    assert torch.equal(generate(low, prompt, 40, temperature=0.0), generate(low, prompt, 40, temperature=0.0,
+                                                                         use_cache=False))
+
+
+def test_auto_decoding_precision_is_measured_on_a_cpu_that_emulates_bf16(monkeypatch):
+    """Decoding is memory-bound, so "auto" times it in both precisions even without bf16
+    instructions (and says why); training there stays float32 without measuring."""
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
+    said, calls = [], []
+
+    def measure(dtype):
+        calls.append(dtype)
+        return 1.0 if dtype == torch.float32 else 0.5
+    assert choose_dtype("auto", torch.device("cpu"), "a memory-bound test", measure, said.append,
+                        memory_bound=True) == torch.bfloat16
+    assert torch.bfloat16 in calls and "reading the weights" in said[0]
+    calls.clear()
+    assert choose_dtype("auto", torch.device("cpu"), "a training test", measure) == torch.float32 and not calls
+
+
+def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emulating_cpu(monkeypatch):
+    """A small model's text never depends on a timing: float32, unmeasured. A large one is measured."""
+    generate_module = importlib.import_module("minitransformer.generate")
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
+    timed = []
+    monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
+                        (1.0 if dtype == torch.float32 else 0.5))
+    small = random_model()
+    assert generate_module.decoding_dtype(small, "auto", torch.device("cpu")) == torch.float32 and not timed
+    large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 12 C^2 x 4 bytes: 18.75 MiB
+    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
+    assert torch.bfloat16 in timed

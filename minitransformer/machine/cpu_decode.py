@@ -2,19 +2,20 @@
 without its bookkeeping.
 
 Generating one token at batch 1 multiplies one vector by every weight matrix; on a CPU that costs
-about what reading the weights costs (1.35 ms in bf16 and 2.2 to 3.3 ms in float32 for nanoGPT's
-6-layer, 384-wide model on a 2-core AMD EPYC with AVX2). Everything else in the model's forward
-pass is bookkeeping, paid for every token: module calls, taps, the practice pieces' lookups,
-split/merge views and masks. There it added 1.7 ms in float32 and 2.5 ms in bf16, more than the
-products themselves. `lean_step` computes the same step, operation for operation (the same
-LayerNorm, products, rotation, attention function and GELU, in the same order), straight from the
-model's weights and into the same KVCache.
+about what reading the weights costs (1.3 ms with bf16 weights and 2.2 to 3.3 ms in float32 for
+nanoGPT's 6-layer, 384-wide model on a 2-core AMD EPYC with AVX2). Everything else in the
+model's forward pass is bookkeeping, paid for every token: module calls, taps, the practice
+pieces' lookups, split/merge views and masks: 1.7 ms there, more than the float32 products
+themselves. `LeanDecoder.step` computes the same step, operation for operation (the same
+LayerNorm, products, rotation, attention function and GELU, in the same order), straight from
+the model's weights and into the same KVCache, in about 1 ms less. A `LeanDecoder` looks the
+modules up once per generation: even an attribute of an nn.Module costs a Python call.
 
-It is used only where nobody could see the difference (`lean_step_applies`): a CPU model in eval
-mode, one row without padding, no tap listened to, no forward hook, and no learner's piece
-(practice.use). Anything else takes the model's own forward pass. Tests hold its logits to the
-model's for every position encoding, with and without biases, MLPs, either GELU and either
-attention path.
+It is used only where nobody could see the difference (`lean_decoder`): a CPU model in eval
+mode, one row, no tap listened to, no forward hook, and no learner's piece (practice.use), as
+things stand when the generation starts. Anything else takes the model's own forward pass.
+Tests hold its logits to the model's for every position encoding, with and without biases,
+MLPs, either GELU and either attention path.
 """
 
 import torch
@@ -25,49 +26,73 @@ from ..attention import scaled_dot_product_attention
 from ..kv_cache import KVCache
 from ..model import GPT, exact_gelu, gelu
 from ..positional import apply_rotary
+from .bf16_weights import Bf16WeightsLinear
 from .cuda_graphs import has_hooks
 
 
-def lean_step_applies(model: GPT, B: int, cache: KVCache | None) -> bool:
-    """Whether lean_step may stand in for model.next_token_logits on B rows over cache."""
-    return (model.wte.weight.device.type == "cpu" and B == 1 and isinstance(cache, KVCache) and cache.pads is None
-            and not model.training and not model.taps.listeners and not model.taps.observers
-            and not pieces.chosen() and not has_hooks(model) and not torch.compiler.is_compiling())
+def lean_decoder(model: GPT, B: int) -> "LeanDecoder | None":
+    """A LeanDecoder for model at batch B, or None where the model's own step must run."""
+    if model.wte.weight.device.type != "cpu" or B != 1 or model.training or model.taps.listeners \
+            or model.taps.observers or pieces.chosen() or has_hooks(model) or torch.compiler.is_compiling():
+        return None
+    return LeanDecoder(model)
 
 
-def layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
-    """model.layer_norm with the module's weight, bias (or none) and eps: (..., C) -> (..., C)."""
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+def product(linear: torch.nn.Module):
+    """The function computing linear(x) for one row. With bf16 weights (bf16_weights.py) the result
+    stays in bf16: the operation after it (a residual add, the GELU, the next product) widens or
+    rounds it anyway."""
+    return linear.low if isinstance(linear, Bf16WeightsLinear) else linear
 
 
-@torch.no_grad()
-def lean_step(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits (1, V) after token (1, 1), which stands at position cache.length; stores its keys
-    and values in cache and advances it, as model.next_token_logits(token, cache) does."""
-    config = model.config
-    H, D, C = config.n_head, config.head_size, config.n_embd
-    position = torch.tensor([cache.length])  # (1,)
-    x = model.wte.weight[token[0]][None]  # (1, 1, C)
-    if model.wpe is not None:
-        x = x + model.wpe(position)  # (1, 1, C) + (1, C)
-    rope = model.rope(position) if model.rope is not None else None  # (1, D/2) cos and sin
-    for layer, block in enumerate(model.blocks):
-        attn = block.attn
-        qkv = attn.c_attn(layer_norm(x, block.ln_1))  # (1, 1, 3C)
-        q, k, v = qkv.view(3, 1, H, 1, D).unbind(0)  # 3 x (1, H, 1, D): T = 1, so the heads are views
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        k, v = cache.update(layer, k, v)  # (1, H, S, D): every position stored, this one included
-        # One query over the cache sees every stored key (no mask); the path the model chose.
-        if attn.impl == "manual":
-            heads, _ = scaled_dot_product_attention(q, k, v, None, 0.0, attn.scale)
-        else:
-            heads = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (1, H, 1, D)
-        x = x + attn.c_proj(heads.view(1, 1, C))  # (1, 1, C): heads side by side, then projected
-        if block.mlp is not None:
-            mlp = block.mlp
-            hidden = mlp.c_fc(layer_norm(x, block.ln_2))  # (1, 1, 4C)
-            hidden = exact_gelu(hidden) if mlp.exact_gelu else gelu(hidden)
-            x = x + mlp.c_proj(hidden)  # (1, 1, C)
-    cache.advance(1)
-    return model.lm_head(layer_norm(x, model.ln_f))[:, 0]  # (1, 1, C) @ (C, V) -> (1, V)
+def layer_norm(norm: torch.nn.LayerNorm):
+    """The function computing model.layer_norm with this module's weight, bias (or none) and eps."""
+    shape, weight, bias, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
+    return lambda x: F.layer_norm(x, shape, weight, bias, eps)  # (..., C) -> (..., C)
+
+
+class LeanDecoder:
+    """model.next_token_logits(token, cache) for one token of one row, as a flat list of operations."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+        config = model.config
+        self.H, self.D, self.C = config.n_head, config.head_size, config.n_embd
+        self.layers = []
+        for block in model.blocks:
+            attn, mlp = block.attn, block.mlp
+            self.layers.append((
+                layer_norm(block.ln_1), attn.c_attn, attn.impl == "manual", attn.scale, product(attn.c_proj),
+                None if mlp is None else (layer_norm(block.ln_2), product(mlp.c_fc),
+                                          exact_gelu if mlp.exact_gelu else gelu, product(mlp.c_proj)),
+            ))
+        self.ln_f, self.lm_head = layer_norm(model.ln_f), model.lm_head
+        self.wte, self.wpe, self.rope = model.wte.weight, model.wpe, model.rope
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (1, V) after token (1, 1), which stands at position cache.length; stores its keys
+        and values in cache and advances it, as model.next_token_logits(token, cache) does."""
+        H, D, C = self.H, self.D, self.C
+        position = torch.tensor([cache.length])  # (1,)
+        x = self.wte[token[0]][None]  # (1, 1, C)
+        if self.wpe is not None:
+            x = x + self.wpe(position)  # (1, 1, C) + (1, C)
+        rope = self.rope(position) if self.rope is not None else None  # (1, D/2) cos and sin
+        for layer, (ln_1, c_attn, manual, scale, c_proj, mlp) in enumerate(self.layers):
+            qkv = c_attn(ln_1(x))  # (1, 1, 3C), in the cache's dtype
+            q, k, v = qkv.view(3, 1, H, 1, D).unbind(0)  # 3 x (1, H, 1, D): T = 1, so the heads are views
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            k, v = cache.update(layer, k, v)  # (1, H, S, D): every position stored, this one included
+            # One query over the cache sees every stored key (no mask); the path the model chose.
+            if manual:
+                heads, _ = scaled_dot_product_attention(q, k, v, None, 0.0, scale)
+            else:
+                heads = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (1, H, 1, D)
+            x = x + c_proj(heads.view(1, 1, C))  # (1, 1, C): heads side by side, then projected
+            if mlp is not None:
+                ln_2, c_fc, activation, mlp_proj = mlp
+                x = x + mlp_proj(activation(c_fc(ln_2(x))))  # (1, 1, C) -> (1, 1, 4C) -> (1, 1, C)
+        cache.advance(1)
+        return self.lm_head(self.ln_f(x))[:, 0]  # (1, 1, C) @ (C, V) -> (1, V)

@@ -180,11 +180,13 @@ def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
 
 
 def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, say=None,
-                 remeasure: bool = False, float16_fallback: bool = False) -> torch.dtype:
+                 remeasure: bool = False, float16_fallback: bool = False, memory_bound: bool = False) -> torch.dtype:
     """The dtype to compute in: 'float32', 'bfloat16', 'float16', or 'auto', which picks bfloat16
     only where it is native (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX) and, on a CPU,
     measured faster. float16_fallback: on a CUDA GPU without native bfloat16 (T4, V100), 'auto'
-    picks float16 (training, with a gradient scaler) instead of float32.
+    picks float16 (training, with a gradient scaler) instead of float32. memory_bound: the work
+    is bound by reading the weights (decoding), which bf16 halves even where the CPU emulates
+    its arithmetic, so it is measured on every CPU.
 
     what: names the model and the work, for the remembered measurement; measure(dtype) returns
     the seconds that work takes in dtype. Without measure, a CPU stays in float32. say (if given)
@@ -201,10 +203,12 @@ def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, 
             " (float16 with a gradient scaler instead, as nanoGPT does)" if float16_fallback else "")
     elif device.type != "cpu" or measure is None:
         reason = f"no measurement for {device.type}"
-    elif cpu_computes_bf16():
+    elif cpu_computes_bf16() or memory_bound:
         speedup, source = measured_speedup(f"{machine_key(device)}; {what}", measure, remeasure)
         dtype = torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else torch.float32
-        reason = (f"bfloat16 ran {speedup:.2f}x as fast as float32 for this model here, and needs "
+        how = "" if cpu_computes_bf16() else (" (this CPU emulates bfloat16 arithmetic, but a token's time is mostly "
+                                              "reading the weights, which bfloat16 halves)")
+        reason = (f"bfloat16 ran {speedup:.2f}x as fast as float32 for this model here{how}, and needs "
                   f"{BF16_MIN_SPEEDUP}x ({source})")
     if say is not None:
         say(f"precision: {str(dtype).removeprefix('torch.')}, chosen by \"auto\": {reason}. Set the dtype to "

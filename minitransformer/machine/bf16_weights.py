@@ -1,0 +1,54 @@
+"""Linear layers whose weights are stored in bfloat16, for generation on CPUs that emulate bf16.
+
+Generating one token reads every weight once, so on a CPU its time is mostly the bytes of the
+weights. bf16 halves them. CPUs without bf16 instructions (most laptops: AVX2 only) emulate bf16
+arithmetic, which makes matrix-matrix products many times slower (a training step: 16x). A
+matrix-vector product, though, does one multiply-add per weight it reads, so it stays bound by
+memory: on a 2-core AMD EPYC with AVX2, the 24 products of a token of nanoGPT's 6-layer,
+384-wide model take 1.35 ms with bf16 weights against 3.3 ms in float32 (2.2 ms packed).
+
+So `Bf16WeightsLinear` keeps only its weight and bias in bf16; everything around it stays float32:
+- one row (a decoding step): the product in bf16 (x rounded to bf16, float32 sums inside the
+  kernel, the result rounded to bf16), then widened to float32. `low` leaves the result in bf16,
+  for the lean decoding step (cpu_decode.py), whose next operation widens it anyway;
+- several rows (a prompt, or a window rebuilt past block_size): the weight is widened back to
+  float32 first, so the product costs what a float32 one costs instead of emulated bf16's.
+Either way the weights are the float32 weights rounded to bf16, as in a bf16 model.
+
+`prepare_for_decoding` uses it when `auto` precision measured bf16 decoding faster on such a CPU
+(generate.decoding_dtype); it is never used for training.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bf16WeightsLinear(nn.Module):
+    """y = x W^T + b, as the float32 `nn.Linear` it replaces, with W stored in bfloat16."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16),
+                             persistent=False)
+
+    def low(self, x: torch.Tensor) -> torch.Tensor:
+        """One row x (..., in) -> (..., out) in bf16: the memory-bound matrix-vector product."""
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[:-1].numel() == 1:
+            return self.low(x).float()  # (..., out)
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x, self.weight.float(), bias)  # (..., out): several rows, in float32
+
+
+def store_bf16_weights(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear of a float32 CPU model by a Bf16WeightsLinear, in place; returns the model."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, Bf16WeightsLinear(child))
+    return model
