@@ -324,17 +324,20 @@ def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
 MEMORY_BOUND_BYTES = 16 * 2 ** 20
 
 
-def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeasure: bool = False) -> torch.dtype:
-    """The dtype to generate in: name, or for "auto" bfloat16 where it is measured faster for this
-    model on this machine (device.choose_dtype, which tells say why), as prepare_for_decoding makes
-    it. On a CPU without bf16 instructions that is measured for models of MEMORY_BOUND_BYTES or
-    more: a token's time is then mostly reading the weights, which bf16 halves (machine/bf16_weights.py)."""
+def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeasure: bool = False,
+                   rows: int = 1) -> torch.dtype:
+    """The dtype to generate rows at once in: name, or for "auto" bfloat16 where it is measured
+    faster for this model on this machine (device.choose_dtype, which tells say why), as
+    prepare_for_decoding makes it. On a CPU without bf16 instructions that is measured for one row
+    of a model of MEMORY_BOUND_BYTES or more: a token's time is then mostly reading the weights,
+    which bf16 halves (machine/bf16_weights.py). Several rows make the products matrix-matrix ones,
+    which such a CPU computes faster in float32."""
     m = model.config
     what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
             f"{', packed' if packing_available() else ''}")
     weight_bytes = 4 * sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
     return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure,
-                        memory_bound=weight_bytes >= MEMORY_BOUND_BYTES)
+                        memory_bound=rows == 1 and weight_bytes >= MEMORY_BOUND_BYTES)
 
 
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:

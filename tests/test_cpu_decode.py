@@ -105,6 +105,8 @@ def test_bf16_weights_round_only_the_weights_and_keep_several_rows_in_float32():
     weight, bias = linear.weight.detach().bfloat16().float(), linear.bias.detach().bfloat16().float()
     rows = torch.randn(3, 7, 48)
     assert torch.equal(stored(rows), torch.nn.functional.linear(rows, weight, bias))  # widened: float32 products
+    few = torch.randn(2, 4, 48)  # up to ROWS_IN_BF16 rows: the bf16 product, as for one
+    assert torch.equal(stored(few), stored.low(few).float())
     one = torch.randn(1, 1, 48)
     out = stored(one)
     assert out.dtype == torch.float32 and torch.equal(out, stored.low(one).float())
@@ -154,3 +156,5 @@ def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emula
     large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 12 C^2 x 4 bytes: 18.75 MiB
     assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
     assert torch.bfloat16 in timed
+    timed.clear()  # several rows at once: matrix-matrix products, float32 without measuring
+    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), rows=8) == torch.float32 and not timed

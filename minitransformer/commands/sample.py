@@ -59,7 +59,8 @@ def sample(
     trained_with = pieces_note(checkpoint, "sampling")
     if trained_with:
         say(trained_with)
-    model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device, say, remeasure))
+    rows = 1 if len(prompts) == 1 else len(prompts) * num_samples  # one prompt streams its samples one by one
+    model = prepare_for_decoding(model, decoding_dtype(model, dtype, torch_device, say, remeasure, rows))
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     if len(prompts) == 1:
         stream(model, tokenizer, prompts[0], encoded[0], max_new_tokens, temperature, top_k, top_p, num_samples, generator)
