@@ -186,8 +186,9 @@ def usable(logits: torch.Tensor) -> torch.Tensor:
     """Whether tokens can be drawn from logits (B, V): no NaN, no +inf, and a finite score in every
     row. A score of -inf is a banned token (a hook or a listener may set it), not a broken model.
     A 0-dim bool tensor, left on the device."""
-    broken = torch.isnan(logits) | torch.isposinf(logits)  # (B, V)
-    return ~broken.any() & torch.isfinite(logits).any(dim=-1).all()
+    # Each row's largest score says it all: NaN if the row holds a NaN (amax propagates it),
+    # +inf if it holds +inf, -inf if nothing in it is finite; a finite maximum is a usable row.
+    return torch.isfinite(logits.amax(dim=-1)).all()  # (B, V) -> (B,) -> ()
 
 
 def check_finite(finite: torch.Tensor) -> None:
