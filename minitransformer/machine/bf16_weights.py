@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed import replace_linears
+
 
 ROWS_IN_BF16 = 8  # up to this many rows the bf16 product is faster than widening the weight
 
@@ -53,8 +55,4 @@ class Bf16WeightsLinear(nn.Module):
 
 def store_bf16_weights(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear of a float32 CPU model by a Bf16WeightsLinear, in place; returns the model."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, name, Bf16WeightsLinear(child))
-    return model
+    return replace_linears(model, Bf16WeightsLinear)

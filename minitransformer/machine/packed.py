@@ -48,10 +48,16 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")  # (..., out)
 
 
-def pack_linears(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear of a bf16 or float32 CPU model by a PackedLinear, in place; returns the model."""
+def replace_linears(model: nn.Module, wrap) -> nn.Module:
+    """Replace every nn.Linear of model by wrap(linear), in place; returns the model. For
+    generation only: the replacements hold their weights as buffers, without gradients."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, name, PackedLinear(child))
+                setattr(module, name, wrap(child))
     return model
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear of a bf16 or float32 CPU model by a PackedLinear, in place; returns the model."""
+    return replace_linears(model, PackedLinear)
