@@ -27,7 +27,6 @@ a row, the best of two runs).
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pickle
@@ -41,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench_decode import load_nanogpt  # scripts/ is on the path when a script runs
 
 ROOT = Path(__file__).parent.parent
 GPU_CONFIG = ROOT / "configs" / "shakespeare_char_gpu.toml"
@@ -119,7 +120,7 @@ def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.devi
     from minitransformer import GPT, ModelConfig
 
     shape = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
-    nano = load_nanogpt_module(nanogpt_folder)
+    nano = load_nanogpt(nanogpt_folder)
     torch.manual_seed(0)
     models = {"ours": GPT(ModelConfig(**shape, position="learned", bias=False, dropout=0.2, gelu="exact",
                                       attention="sdpa")).to(device),
@@ -150,14 +151,6 @@ def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.devi
                 torch.cuda.synchronize()
             best[name] = min(best[name], (time.perf_counter() - started) / steps)
     return best["ours"], best["nanoGPT"]
-
-
-def load_nanogpt_module(folder: Path):
-    """nanoGPT's model.py, imported from its folder (to measure against, never copied)."""
-    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def optimizer_runs(config, device: torch.device, names: list[str]):

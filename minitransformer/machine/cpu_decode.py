@@ -25,6 +25,7 @@ from .. import pieces
 from ..attention import scaled_dot_product_attention
 from ..kv_cache import KVCache
 from ..model import GPT, exact_gelu, gelu
+from ..model import layer_norm as model_layer_norm
 from ..positional import apply_rotary
 from .bf16_weights import Bf16WeightsLinear
 from .cuda_graphs import has_hooks
@@ -47,15 +48,14 @@ def product(linear: torch.nn.Module):
 
 def layer_norm(norm: torch.nn.LayerNorm):
     """The function computing model.layer_norm with this module's weight, bias (or none) and eps."""
-    shape, weight, bias, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
-    return lambda x: F.layer_norm(x, shape, weight, bias, eps)  # (..., C) -> (..., C)
+    weight, bias, eps = norm.weight, norm.bias, norm.eps
+    return lambda x: model_layer_norm(x, weight, bias, eps)  # (..., C) -> (..., C)
 
 
 class LeanDecoder:
     """model.next_token_logits(token, cache) for one token of one row, as a flat list of operations."""
 
     def __init__(self, model: GPT):
-        self.model = model
         config = model.config
         self.H, self.D, self.C = config.n_head, config.head_size, config.n_embd
         self.layers = []
