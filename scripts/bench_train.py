@@ -15,8 +15,9 @@ AdamW, dropout 0.2, its learning rate and betas), for 2 x --steps steps, and onl
   `prepare.py` does (characters, 90/10 split, uint16), evaluating at step 0 only; the seconds per
   step are the wall clock between its log lines at steps --steps and 2 x --steps (each printed
   after reading the loss, so after the GPU finished those steps).
-- one process: both models with AdamW, forward, backward, clipping and the update only, in
-  alternating rounds (the fastest round of each counts).
+- one process: both models with their own AdamW (ours fused, nanoGPT's per-tensor loop on a
+  CPU), forward, backward, clipping and the update only, in alternating rounds (the fastest
+  round of each counts).
 nanoGPT computes the exact GELU, so ours runs with model.gelu = "exact" (the same function).
 On a GPU both commands compile and use bf16 autocast (nanoGPT's defaults); on a CPU neither.
 
@@ -27,6 +28,8 @@ a row, the best of two runs).
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -114,10 +117,12 @@ def nanogpt(folder: Path, batch: int, steps: int, device: str) -> float:
 
 def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.device, rounds: int = 4) -> tuple[float, float]:
     """Seconds per step of the two models alone, ours and nanoGPT's, in this process: the same
-    shape and choices as above, forward, backward, clipping and one AdamW setting for both,
+    shape and choices as above, forward, backward, clipping and each side's own AdamW (same settings),
     alternating rounds of --steps steps and keeping each one's
     fastest, so a burst of load slows both alike."""
     from minitransformer import GPT, ModelConfig
+    from minitransformer.config import TrainConfig
+    from minitransformer.training.optim import make_optimizers
 
     shape = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
     nano = load_nanogpt(nanogpt_folder)
@@ -127,8 +132,12 @@ def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.devi
               "nanoGPT": nano.GPT(nano.GPTConfig(**shape, dropout=0.2, bias=False)).to(device)}
     x = torch.randint(0, 65, (batch, 256), device=device)  # (B, T)
     y = torch.randint(0, 65, (batch, 256), device=device)  # (B, T)
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-                  for name, model in models.items()}
+    # Each side's own AdamW, as its training command builds it (ours fused on CPUs too, nanoGPT's on
+    # CUDA only), with the same settings.
+    train = TrainConfig(optimizer="adamw", learning_rate=1e-3, beta2=0.99, weight_decay=0.1)
+    with contextlib.redirect_stdout(io.StringIO()):  # nanoGPT prints its parameter counts
+        optimizers = {"ours": make_optimizers(models["ours"], train)[0],
+                      "nanoGPT": models["nanoGPT"].configure_optimizers(0.1, 1e-3, (0.9, 0.99), device.type)}
 
     def step(name: str) -> None:
         _, loss = models[name](x, y)

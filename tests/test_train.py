@@ -1,6 +1,7 @@
 """The training loop's parts: the schedule, the optimizers, resume, checkpoints' fallback, data
 preparation that is interrupted, quiet mode and training from another thread."""
 
+import copy
 import json
 import shutil
 import threading
@@ -80,6 +81,29 @@ def test_adamw_groups_decay_matrices_and_embeddings_but_not_vectors():
     assert any(p is model.wte.weight for p in decayed["params"])  # the (tied) embedding is decayed
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_adamw_on_a_cpu_updates_as_pytorchs_plain_loop_does():
+    """make_optimizers runs AdamW fused on a CPU (one pass per tensor); its updates are those of
+    torch.optim.AdamW's per-tensor loop (nanoGPT's on a CPU) with the same groups, to rounding."""
+    model = GPT(small_config())
+    twin, before = copy.deepcopy(model), copy.deepcopy(model)
+    train = TrainConfig(optimizer="adamw", learning_rate=1e-2, weight_decay=0.1, beta2=0.95)
+    (fused,) = make_optimizers(model, train)
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW([{**group, "params": [dict(twin.named_parameters())[name] for name, p in
+                                                     model.named_parameters() if any(p is q for q in group["params"])]}
+                               for group in fused.param_groups], foreach=False, fused=False)
+    for step in range(3):
+        idx = torch.randint(0, 37, (4, 16), generator=torch.Generator().manual_seed(step))
+        for net, optimizer in ((model, fused), (twin, plain)):
+            _, loss = net(idx, idx)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
+    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before.parameters()))  # all moved
 
 
 def test_muon_takes_the_block_matrices_and_one_step_moves_every_parameter():
