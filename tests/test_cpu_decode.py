@@ -12,7 +12,7 @@ from minitransformer import GPT, activations, generate, practice
 from minitransformer.generate import prepare_for_decoding
 from minitransformer.kv_cache import KVCache
 from minitransformer.machine import cpu_decode
-from minitransformer.machine.bf16_weights import Bf16WeightsLinear
+from minitransformer.machine.bf16_weights import Bf16WeightsLinear, store_bf16_weights
 from minitransformer.machine.device import choose_dtype
 from minitransformer.machine.packed import PackedLinear, packing_available
 from minitransformer.model import gelu
@@ -32,9 +32,14 @@ def random_model(**overrides) -> GPT:
     return model
 
 
+@pytest.mark.parametrize("weights", ["float32", "bf16"])
 @pytest.mark.parametrize("overrides", VARIANTS)
-def test_lean_step_computes_the_models_logits_and_cache(overrides):
+def test_lean_step_computes_the_models_logits_and_cache(overrides, weights):
+    """The same numbers as the model's own step, with float32 weights and with bf16 ones (whose
+    products the lean step calls directly, with the GELU between them widened)."""
     model = random_model(**overrides)
+    if weights == "bf16":
+        store_bf16_weights(model)
     tokens = torch.randint(0, 37, (1, 20))
     ours, theirs = KVCache(model.config.n_layer, 24), KVCache(model.config.n_layer, 24)
     with torch.no_grad():

@@ -9,8 +9,8 @@ memory: on a 2-core AMD EPYC with AVX2, the 24 products of a token of nanoGPT's 
 
 So `Bf16WeightsLinear` keeps only its weight and bias in bf16; everything around it stays float32:
 - one row (a decoding step): the product in bf16 (x rounded to bf16, float32 sums inside the
-  kernel, the result rounded to bf16), then widened to float32. `low` leaves the result in bf16,
-  for the lean decoding step (cpu_decode.py), whose next operation widens it anyway;
+  kernel, the result rounded to bf16), then widened to float32. `low` leaves the result in bf16;
+  the lean decoding step (cpu_decode.py) runs the same product, as one `torch.addmm`;
 - up to ROWS_IN_BF16 rows the same, row by row as it were: an emulated bf16 product's time grows
   with its rows (for the 24 products above: 1.5 ms for 1 row, 9.6 for 8, 18.7 for 16);
 - more rows (a prompt, or a window rebuilt past block_size): the weight is widened back to
