@@ -1,6 +1,7 @@
 """Fixtures for every test: a fixed random state, and one tokenised corpus and one trained tiny
 run shared by the whole session (tests must not change them; copy them first)."""
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -12,8 +13,10 @@ import torch
 from minitransformer.commands.cli import main
 from minitransformer.training.data import prepare_data
 
-# Measured speed choices (device.remember) go to a fresh cache, not the user's ~/.cache.
+# Measured speed choices (device.remember) go to a fresh cache, not the user's ~/.cache; it is
+# removed when this process ends, so test runs leave no folders behind in the temporary directory.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="minitransformer-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 # One thread per process, here and in the programs the tests start (they inherit the variable).
 # The tests' models are tiny, so a second thread gains little; and when the machine's cores are
 # busy, PyTorch's threads wait on each other: measured on 2 cores running two other trainings, the

@@ -10,6 +10,13 @@ from tests.helpers import HANG_S
 DOCS = Path(__file__).parent.parent / "docs"
 
 
+@pytest.fixture(autouse=True)
+def kernel_temporary_folder(tmp_path, monkeypatch):
+    """The kernel inherits TMPDIR: the scratch runs the notebooks make with tempfile.mkdtemp (which
+    a learner may keep) go into this test's folder, which pytest clears, not the machine's /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def run_notebook(name: str, replace: dict[str, str] | None = None) -> list[dict]:
     """Execute docs/<name> (with `replace`'s substitutions in its code); returns every output."""
     nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
