@@ -165,7 +165,7 @@ class TrainConfig:
     # The steps this config was tuned for on a time budget: a run that gets far fewer says so (budget.py). 0: none.
     tuned_steps: int = 2700
     optimizer: str = "muon"  # "adamw", or "muon": Muon for the blocks' matrices and AdamW for the rest
-    learning_rate: float = 3e-3  # AdamW's peak learning rate
+    learning_rate: float = 6e-3  # AdamW's peak learning rate (with Muon: the embeddings', LayerNorms' and biases')
     muon_learning_rate: float = 0.02  # Muon's peak learning rate, when optimizer = "muon"
     min_lr_ratio: float = 0.02  # the cosine decays to learning_rate * min_lr_ratio
     warmup_steps: int = 100
