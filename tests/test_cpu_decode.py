@@ -32,14 +32,17 @@ def random_model(**overrides) -> GPT:
     return model
 
 
-@pytest.mark.parametrize("weights", ["float32", "bf16"])
+@pytest.mark.parametrize("weights", ["float32", "bf16 weights", "bf16 model"])
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_lean_step_computes_the_models_logits_and_cache(overrides, weights):
-    """The same numbers as the model's own step, with float32 weights and with bf16 ones (whose
-    products the lean step calls directly, with the GELU between them widened)."""
+    """The same numbers as the model's own step: in float32, with bf16 weights in a float32 model
+    (whose products the lean step calls directly, the GELU between them widened), and in a model
+    all in bf16 (as `sample --dtype bfloat16` makes one where the CPU computes bf16)."""
     model = random_model(**overrides)
-    if weights == "bf16":
+    if weights == "bf16 weights":
         store_bf16_weights(model)
+    elif weights == "bf16 model":
+        model.to(torch.bfloat16)
     tokens = torch.randint(0, 37, (1, 20))
     ours, theirs = KVCache(model.config.n_layer, 24), KVCache(model.config.n_layer, 24)
     with torch.no_grad():
