@@ -84,23 +84,30 @@ def test_adamw_groups_decay_matrices_and_embeddings_but_not_vectors():
 
 
 def test_adamw_on_a_cpu_updates_as_pytorchs_plain_loop_does():
-    """make_optimizers runs AdamW fused on a CPU (one pass per tensor); its updates are those of
-    torch.optim.AdamW's per-tensor loop (nanoGPT's on a CPU) with the same groups, to rounding."""
+    """make_optimizers runs AdamW fused on a CPU (one pass per tensor); given the same gradients,
+    its updates are those of torch.optim.AdamW's per-tensor loop (nanoGPT's on a CPU) with the
+    same groups, to rounding. (The same gradients, not the same batches: a gradient that is pure
+    rounding noise, as the key bias's, would differ between two models apart by rounding, and
+    Adam scales it up to a full step.)"""
     model = GPT(small_config())
     twin, before = copy.deepcopy(model), copy.deepcopy(model)
     train = TrainConfig(optimizer="adamw", learning_rate=1e-2, weight_decay=0.1, beta2=0.95)
     (fused,) = make_optimizers(model, train)
-    assert fused.defaults["fused"]
-    plain = torch.optim.AdamW([{**group, "params": [dict(twin.named_parameters())[name] for name, p in
-                                                     model.named_parameters() if any(p is q for q in group["params"])]}
+    twin_of = dict(zip(map(id, model.parameters()), twin.parameters()))
+    # The same settings group by group; not the groups' own "fused" and "foreach", which AdamW
+    # reads per group and would make this one fused too.
+    plain = torch.optim.AdamW([{"params": [twin_of[id(p)] for p in group["params"]], "lr": group["lr"],
+                                "betas": group["betas"], "eps": group["eps"], "weight_decay": group["weight_decay"]}
                                for group in fused.param_groups], foreach=False, fused=False)
-    for step in range(3):
-        idx = torch.randint(0, 37, (4, 16), generator=torch.Generator().manual_seed(step))
-        for net, optimizer in ((model, fused), (twin, plain)):
-            _, loss = net(idx, idx)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    assert all(group["fused"] for group in fused.param_groups)
+    assert not any(group["fused"] or group["foreach"] for group in plain.param_groups)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=generator) * 0.01
+            twin_of[id(p)].grad = p.grad.clone()
+        fused.step()
+        plain.step()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before.parameters()))  # all moved
