@@ -137,7 +137,8 @@ def one_process(nanogpt_folder: Path, batch: int, steps: int, device: torch.devi
     train = TrainConfig(optimizer="adamw", learning_rate=1e-3, beta2=0.99, weight_decay=0.1)
     with contextlib.redirect_stdout(io.StringIO()):  # nanoGPT prints its parameter counts
         optimizers = {"ours": make_optimizers(models["ours"], train)[0],
-                      "nanoGPT": models["nanoGPT"].configure_optimizers(0.1, 1e-3, (0.9, 0.99), device.type)}
+                      "nanoGPT": models["nanoGPT"].configure_optimizers(train.weight_decay, train.learning_rate,
+                                                                        (train.beta1, train.beta2), device.type)}
 
     def step(name: str) -> None:
         _, loss = models[name](x, y)
