@@ -30,7 +30,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .machine.bf16_weights import store_bf16_weights
+from .machine.half_weights import FLOAT16_SAFE, float16_bound, store_half_weights
 from .machine.device import best_seconds, choose_dtype, cpu_computes_bf16
 from .errors import UserError, check_token_ids, real_number, whole_number
 from .kv_cache import KVCache
@@ -319,7 +319,7 @@ def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
 
 
 # From this many bytes of float32 weights in the linear layers, reading them is most of a token's
-# time on a CPU (they outgrow its caches), so bf16 weights can pay even where bf16 is emulated.
+# time on a CPU (they outgrow its caches), so 16-bit weights can pay even where 16-bit arithmetic is emulated.
 # Below it, the per-operation cost dominates and float32 stays, unmeasured: a small model's text
 # then never depends on a timing (nanoGPT's shakespeare_char model has 42 MB).
 MEMORY_BOUND_BYTES = 16 * 2 ** 20
@@ -327,30 +327,46 @@ MEMORY_BOUND_BYTES = 16 * 2 ** 20
 
 def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeasure: bool = False,
                    rows: int = 1) -> torch.dtype:
-    """The dtype to generate rows at once in: name, or for "auto" bfloat16 where it is measured
+    """The dtype to generate rows at once in: name, or for "auto" a 16-bit one where it is measured
     faster for this model on this machine (device.choose_dtype, which tells say why), as
-    prepare_for_decoding makes it. On a CPU without bf16 instructions that is measured for one row
-    of a model of MEMORY_BOUND_BYTES or more: a token's time is then mostly reading the weights,
-    which bf16 halves (machine/bf16_weights.py). Several rows make the products matrix-matrix ones,
-    which such a CPU computes faster in float32."""
+    prepare_for_decoding makes it. On a CPU with bf16 instructions that is bfloat16. On a CPU
+    without, it is measured for one row of a model of MEMORY_BOUND_BYTES or more: a token's time
+    is then mostly reading the weights, which 16-bit weights halve (machine/half_weights.py), in
+    float16 where float16_bound proves they cannot overflow (finer rounding, and faster products
+    there), else in bf16. Several rows make the products matrix-matrix ones, which such a CPU
+    computes faster in float32."""
     m = model.config
-    what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
-            f"{', packed' if packing_available() else ''}")
     weight_bytes = 4 * sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
+    memory_bound = rows == 1 and weight_bytes >= MEMORY_BOUND_BYTES
+    low = torch.bfloat16
+    if name == "auto" and memory_bound and device.type == "cpu" and not cpu_computes_bf16() \
+            and float16_bound(model) < FLOAT16_SAFE:
+        low = torch.float16
+    what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
+            f"{', packed' if packing_available() else ''}{', float16 weights' if low == torch.float16 else ''}")
     return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure,
-                        memory_bound=rows == 1 and weight_bytes >= MEMORY_BOUND_BYTES)
+                        memory_bound=memory_bound, low=low)
 
 
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:
-    """model (changed in place) in dtype and eval mode, ready to generate. In bf16 the weights'
+    """model (changed in place) in dtype and eval mode, ready to generate. In 16 bits the weights'
     memory traffic, each token's main cost on a CPU, halves. On a CPU with oneDNN the linear
-    layers' weights are packed once (packed.py) for its faster products, in bf16 and float32; on a
-    CPU that emulates bf16, only the linear layers' weights are stored in bf16 and the rest of the
-    model stays float32 (bf16_weights.py), since emulated bf16 arithmetic is slow."""
+    layers' weights are packed once (packed.py) for its faster products, in bf16 and float32. On a
+    CPU that emulates the 16-bit format asked for (float16 on any CPU; bf16 where it has no bf16
+    instructions), only the linear layers' weights are stored in it and the rest of the model
+    stays float32 (half_weights.py), since emulated 16-bit arithmetic is slow; float16 weights
+    only where float16_bound proves that nothing overflows."""
     model = model.eval()
     on_cpu = model.wte.weight.device.type == "cpu"
-    if dtype == torch.bfloat16 and on_cpu and not cpu_computes_bf16():
-        return store_bf16_weights(model.float())
+    if on_cpu and (dtype == torch.float16 or dtype == torch.bfloat16 and not cpu_computes_bf16()):
+        model = model.float()
+        if dtype == torch.float16:
+            bound = float16_bound(model)
+            if not bound < FLOAT16_SAFE:
+                raise UserError(f"this model's numbers may outgrow float16 (its weights allow {bound:,.0f} in a linear "
+                                f"layer; float16 stops at 65,504, and we need a factor 2 of room); sample it in "
+                                f"bfloat16 or float32 instead (--dtype bfloat16)")
+        return store_half_weights(model, dtype)
     model = model.to(dtype)
     if dtype in (torch.bfloat16, torch.float32) and on_cpu and packing_available(dtype):
         pack_linears(model)

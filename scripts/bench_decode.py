@@ -6,7 +6,7 @@ Both models get the same shape (6 layers, 6 heads, 384 wide, context 256, 65 tok
 weights (speed does not depend on the values), and write 255 tokens after a one-token prompt at
 batch 1: nanoGPT with its `generate` (no cache), ours with `generate` (key/value cache; on CUDA
 each step replayed from a CUDA graph), in float32 and in the precision `sample --dtype auto` picks
-here; on CUDA also with the graphs turned off (`cuda_graph=False`), to show what they bring. It
+here (on a CPU also in bfloat16, where "auto" picked float16 weights); on CUDA also with the graphs turned off (`cuda_graph=False`), to show what they bring. It
 also times `generate_batch` on 8 prompts against 8 single calls (in the precision "auto" picks for 8 rows). Prints
 tokens/s and the ratios; the best of --repeats runs counts, so other load matters less.
 """
@@ -51,7 +51,8 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
-    ours = GPT(ModelConfig(**SHAPE, position="learned", attention="sdpa")).to(device).eval()
+    # nanoGPT computes the exact GELU (nn.GELU()), so ours does too: the same function on both sides.
+    ours = GPT(ModelConfig(**SHAPE, position="learned", attention="sdpa", gelu="exact")).to(device).eval()
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # (1, 1)
     nano = load_nanogpt(Path(args.nanogpt))
     baseline = nano.GPT(nano.GPTConfig(**SHAPE, dropout=0.0, bias=True)).to(device).eval()
@@ -59,7 +60,10 @@ def main() -> None:
     print(f"nanoGPT, batch 1, {NEW_TOKENS} tokens: {nano_rate:.0f} tokens/s (float32, no cache)")
     auto = decoding_dtype(ours, "auto", device)
     graphs = [True, False] if device.type == "cuda" else [False]
-    for name, dtype in (("float32", torch.float32), (f"auto ({str(auto).removeprefix('torch.')})", auto)):
+    choices = [("float32", torch.float32), (f"auto ({str(auto).removeprefix('torch.')})", auto)]
+    if device.type == "cpu" and auto != torch.bfloat16:  # beside float16 weights, the bf16 ones they replace
+        choices.insert(1, ("bfloat16", torch.bfloat16))
+    for name, dtype in choices:
         model = prepare_for_decoding(copy.deepcopy(ours), dtype)
         for graph in graphs:
             rate = best_rate(lambda: generate(model, prompt, NEW_TOKENS, temperature=1.0, cuda_graph=graph),

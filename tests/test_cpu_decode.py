@@ -1,5 +1,5 @@
 """The lean CPU decoding step (machine/cpu_decode.py), float32 packing (machine/packed.py) and
-bf16 weights for CPUs that emulate bf16 (machine/bf16_weights.py)."""
+16-bit weights for CPUs that emulate 16-bit arithmetic (machine/half_weights.py)."""
 
 import copy
 import importlib
@@ -12,7 +12,8 @@ from minitransformer import GPT, activations, generate, practice
 from minitransformer.generate import prepare_for_decoding
 from minitransformer.kv_cache import KVCache
 from minitransformer.machine import cpu_decode
-from minitransformer.machine.bf16_weights import Bf16WeightsLinear, store_bf16_weights
+from minitransformer.errors import UserError
+from minitransformer.machine.half_weights import FLOAT16_SAFE, ROWS_IN_HALF, HalfWeightsLinear, float16_bound, store_half_weights
 from minitransformer.machine.device import choose_dtype
 from minitransformer.machine.packed import PackedLinear, packing_available
 from minitransformer.model import gelu
@@ -32,15 +33,15 @@ def random_model(**overrides) -> GPT:
     return model
 
 
-@pytest.mark.parametrize("weights", ["float32", "bf16 weights", "bf16 model"])
+@pytest.mark.parametrize("weights", ["float32", "bf16 weights", "float16 weights", "bf16 model"])
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_lean_step_computes_the_models_logits_and_cache(overrides, weights):
-    """The same numbers as the model's own step: in float32, with bf16 weights in a float32 model
-    (whose products the lean step calls directly, the GELU between them widened), and in a model
-    all in bf16 (as `sample --dtype bfloat16` makes one where the CPU computes bf16)."""
+    """The same numbers as the model's own step: in float32, with bf16 or float16 weights in a
+    float32 model (whose products the lean step calls directly, the GELU between them widened),
+    and in a model all in bf16 (as `sample --dtype bfloat16` makes one where the CPU computes bf16)."""
     model = random_model(**overrides)
-    if weights == "bf16 weights":
-        store_bf16_weights(model)
+    if weights.endswith(" weights"):
+        store_half_weights(model, torch.bfloat16 if weights == "bf16 weights" else torch.float16)
     elif weights == "bf16 model":
         model.to(torch.bfloat16)
     tokens = torch.randint(0, 37, (1, 20))
@@ -106,26 +107,28 @@ def test_float32_packing_agrees_with_the_plain_model_to_rounding():
     assert torch.equal(generate(packed, prompt, 30, temperature=0.0), generate(model, prompt, 30, temperature=0.0))
 
 
-def test_bf16_weights_round_only_the_weights_and_keep_several_rows_in_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_weights_round_only_the_weights_and_keep_several_rows_in_float32(dtype):
     torch.manual_seed(8)
     linear = torch.nn.Linear(48, 20)
-    stored = Bf16WeightsLinear(linear)
-    weight, bias = linear.weight.detach().bfloat16().float(), linear.bias.detach().bfloat16().float()
-    rows = torch.randn(3, 7, 48)
+    stored = HalfWeightsLinear(linear, dtype)
+    weight, bias = linear.weight.detach().to(dtype).float(), linear.bias.detach().to(dtype).float()
+    rows = torch.randn(1, ROWS_IN_HALF + 1, 48)
     assert torch.equal(stored(rows), torch.nn.functional.linear(rows, weight, bias))  # widened: float32 products
-    few = torch.randn(2, 4, 48)  # up to ROWS_IN_BF16 rows: the bf16 product, as for one
+    few = torch.randn(ROWS_IN_HALF, 1, 48)  # up to ROWS_IN_HALF rows: the 16-bit product, as for one
     assert torch.equal(stored(few), stored.low(few).float())
     one = torch.randn(1, 1, 48)
     out = stored(one)
     assert out.dtype == torch.float32 and torch.equal(out, stored.low(one).float())
-    assert_close(out, torch.nn.functional.linear(one, weight, bias), atol=0.02, rtol=0.01)  # bf16 rounding
+    tolerance = 0.02 if dtype == torch.bfloat16 else 0.003  # float16 rounds 8x more finely
+    assert_close(out, torch.nn.functional.linear(one, weight, bias), atol=tolerance, rtol=tolerance / 2)
 
 
 def test_a_cpu_that_emulates_bf16_decodes_with_bf16_weights_and_float32_elsewhere(monkeypatch):
     monkeypatch.setattr(importlib.import_module("minitransformer.generate"), "cpu_computes_bf16", lambda: False)
     model = random_model(position="rope")
     low = prepare_for_decoding(copy.deepcopy(model), torch.bfloat16)
-    assert sum(isinstance(module, Bf16WeightsLinear) for module in low.modules()) == 4 * 2 + 1
+    assert sum(isinstance(module, HalfWeightsLinear) for module in low.modules()) == 4 * 2 + 1
     assert low.wte.weight.dtype == torch.float32 and low.ln_f.weight.dtype == torch.float32
     idx = torch.randint(0, 37, (2, 13))
     with torch.no_grad():
@@ -162,7 +165,64 @@ def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emula
     small = random_model()
     assert generate_module.decoding_dtype(small, "auto", torch.device("cpu")) == torch.float32 and not timed
     large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 12 C^2 x 4 bytes: 18.75 MiB
-    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
-    assert torch.bfloat16 in timed
+    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.float16
+    assert torch.float16 in timed  # float16 weights: float16_bound proves this model cannot overflow them
     timed.clear()  # several rows at once: matrix-matrix products, float32 without measuring
     assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), rows=8) == torch.float32 and not timed
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_float16_bound_holds_every_number_going_into_or_out_of_a_linear_layer(overrides):
+    model = random_model(**overrides)
+    seen = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _, inputs, out: seen.append(max(inputs[0].abs().max(), out.abs().max())))
+    with torch.no_grad():
+        model(torch.randint(0, 37, (8, 24)))
+        model(torch.full((1, 24), 5))  # one token repeated: every position alike
+    assert len(seen) == sum(isinstance(module, torch.nn.Linear) for module in model.modules()) * 2
+    assert max(seen) <= float16_bound(model)
+
+
+def test_a_layer_norms_output_reaches_sqrt_of_c_minus_1_and_no_further():
+    """The fact float16_bound rests on: a LayerNorm of C numbers is at most sqrt(C - 1) in size,
+    reached when one number stands apart from all the others, however far."""
+    C = 48
+    spike = torch.zeros(C)
+    spike[7] = 1e6
+    ones = torch.ones(C)
+    out = torch.nn.functional.layer_norm(spike, (C,), ones, None, 1e-5)
+    assert_close(out.abs().max(), torch.tensor((C - 1) ** 0.5))
+    spread = torch.nn.functional.layer_norm(torch.randn(1000, C) * 1e3, (C,), ones, None, 1e-5)
+    assert spread.abs().max() <= (C - 1) ** 0.5
+
+
+def test_float16_weights_only_where_nothing_can_overflow(monkeypatch):
+    generate_module = importlib.import_module("minitransformer.generate")
+    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(generate_module, "cpu_computes_bf16", lambda: False)
+    timed = []
+    monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
+                        (1.0 if dtype == torch.float32 else 0.5))
+    large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 18.75 MiB of float32 weights
+    assert float16_bound(large) < FLOAT16_SAFE
+    with torch.no_grad():
+        large.ln_f.weight.fill_(1e4)  # the logits could reach millions
+    assert float16_bound(large) >= FLOAT16_SAFE
+    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
+    assert timed and torch.float16 not in timed
+    with pytest.raises(UserError, match="bfloat16"):
+        prepare_for_decoding(large, torch.float16)
+    with torch.no_grad():
+        large.ln_f.weight.fill_(float("nan"))  # broken weights: no bound at all
+    assert float16_bound(large) == float("inf")
+
+
+def test_float16_weights_write_the_same_greedy_text_with_and_without_the_cache():
+    model = prepare_for_decoding(random_model(position="rope"), torch.float16)
+    assert {module.weight.dtype for module in model.modules() if isinstance(module, HalfWeightsLinear)} == {torch.float16}
+    assert model.wte.weight.dtype == torch.float32
+    prompt = torch.randint(0, 37, (1, 4))
+    assert torch.equal(generate(model, prompt, 40, temperature=0.0), generate(model, prompt, 40, temperature=0.0,
+                                                                           use_cache=False))

@@ -36,8 +36,8 @@ def sample(
     """Write num_samples continuations of each prompt to stdout.
 
     One prompt streams as it is generated; several are generated together with generate_batch
-    and printed in order. dtype: "float32", "bfloat16", or "auto" (bfloat16 where measured faster;
-    the choice and its reason go to stderr). remeasure: measure that choice again.
+    and printed in order. dtype: "float32", "bfloat16", "float16", or "auto" (a 16-bit one where
+    measured faster; the choice and its reason go to stderr). remeasure: measure that choice again.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_sampling(temperature, top_k, top_p)

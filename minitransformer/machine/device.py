@@ -146,17 +146,17 @@ def positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def measure_precisions(measure, rounds: int = PROBE_ROUNDS) -> tuple[float, float]:
-    """(float32 seconds, bfloat16 seconds): the fastest of `rounds` alternating measurements each."""
+def measure_precisions(measure, rounds: int = PROBE_ROUNDS, low: torch.dtype = torch.bfloat16) -> tuple[float, float]:
+    """(float32 seconds, seconds in low): the fastest of `rounds` alternating measurements each."""
     fp32 = bf16 = math.inf
     for _ in range(rounds):
         fp32 = min(fp32, measure(torch.float32))
-        bf16 = min(bf16, measure(torch.bfloat16))
+        bf16 = min(bf16, measure(low))
     return fp32, bf16
 
 
-def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
-    """bf16's speedup over float32 for the work `key` names, and where the figure comes from.
+def measured_speedup(key: str, measure, remeasure: bool, low: torch.dtype = torch.bfloat16) -> tuple[float, str]:
+    """low's (bf16's) speedup over float32 for the work `key` names, and where the figure comes from.
 
     Measures unless the cache holds MEASUREMENTS measurements younger than MAX_AGE_S; a new
     measurement is combined with those before it (the fastest time of each precision is kept).
@@ -169,7 +169,7 @@ def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
     if fresh and not remeasure and entry["measurements"] >= MEASUREMENTS:
         day = time.strftime("%Y-%m-%d", time.localtime(entry["measured_at"]))
         return entry["float32_s"] / entry["bfloat16_s"], f"measured on {day}, remembered"
-    fp32, bf16 = measure_precisions(measure)
+    fp32, bf16 = measure_precisions(measure, low=low)
     count = 1
     if fresh and not remeasure:
         fp32, bf16 = min(fp32, entry["float32_s"]), min(bf16, entry["bfloat16_s"])
@@ -180,13 +180,15 @@ def measured_speedup(key: str, measure, remeasure: bool) -> tuple[float, str]:
 
 
 def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, say=None,
-                 remeasure: bool = False, float16_fallback: bool = False, memory_bound: bool = False) -> torch.dtype:
+                 remeasure: bool = False, float16_fallback: bool = False, memory_bound: bool = False,
+                 low: torch.dtype = torch.bfloat16) -> torch.dtype:
     """The dtype to compute in: 'float32', 'bfloat16', 'float16', or 'auto', which picks bfloat16
     only where it is native (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX) and, on a CPU,
     measured faster. float16_fallback: on a CUDA GPU without native bfloat16 (T4, V100), 'auto'
     picks float16 (training, with a gradient scaler) instead of float32. memory_bound: the work
-    is bound by reading the weights (decoding), which bf16 halves even where the CPU emulates
-    its arithmetic, so it is measured on every CPU.
+    is bound by reading the weights (decoding), which 16-bit weights halve even where the CPU
+    emulates their arithmetic, so it is measured on every CPU, against float32 in `low` (bfloat16,
+    or float16 weights where the caller has proved they cannot overflow) where bf16 is not native.
 
     what: names the model and the work, for the remembered measurement; measure(dtype) returns
     the seconds that work takes in dtype. Without measure, a CPU stays in float32. say (if given)
@@ -204,11 +206,13 @@ def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, 
     elif device.type != "cpu" or measure is None:
         reason = f"no measurement for {device.type}"
     elif cpu_computes_bf16() or memory_bound:
-        speedup, source = measured_speedup(f"{machine_key(device)}; {what}", measure, remeasure)
-        dtype = torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else torch.float32
-        how = "" if cpu_computes_bf16() else (" (this CPU emulates bfloat16 arithmetic, but a token's time is mostly "
-                                              "reading the weights, which bfloat16 halves)")
-        reason = (f"bfloat16 ran {speedup:.2f}x as fast as float32 for this model here{how}, and needs "
+        low = torch.bfloat16 if cpu_computes_bf16() else low
+        low_name = str(low).removeprefix("torch.")
+        speedup, source = measured_speedup(f"{machine_key(device)}; {what}", measure, remeasure, low)
+        dtype = low if speedup >= BF16_MIN_SPEEDUP else torch.float32
+        how = "" if cpu_computes_bf16() else (f" (this CPU emulates {low_name} arithmetic, but a token's time is "
+                                              f"mostly reading the weights, which {low_name} weights halve)")
+        reason = (f"{low_name} ran {speedup:.2f}x as fast as float32 for this model here{how}, and needs "
                   f"{BF16_MIN_SPEEDUP}x ({source})")
     if say is not None:
         say(f"precision: {str(dtype).removeprefix('torch.')}, chosen by \"auto\": {reason}. Set the dtype to "
