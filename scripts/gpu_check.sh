@@ -57,7 +57,7 @@ fi
 
 if wanted train; then
     echo "== train: side by side with nanoGPT's train.py (goal: >= 1.2x), and Muon against AdamW (goal: <= 1.15x)"
-    timeout 270 python scripts/bench_train.py --device cuda --batch 64 --steps 250 --compile auto,reduce-overhead \
+    timeout 270 python scripts/bench_train.py --device cuda --batch 64 --steps 250 --rounds 1 --compile auto,reduce-overhead \
         --optimizers --nanogpt "$nanogpt"
 fi
 
