@@ -159,6 +159,7 @@ def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emula
     """A small model's text never depends on a timing: float32, unmeasured. A large one is measured."""
     generate_module = importlib.import_module("minitransformer.generate")
     monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(generate_module, "cpu_computes_bf16", lambda: False)
     timed = []
     monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
                         (1.0 if dtype == torch.float32 else 0.5))
