@@ -148,35 +148,37 @@ def positive(value: object) -> bool:
 
 def measure_precisions(measure, rounds: int = PROBE_ROUNDS, low: torch.dtype = torch.bfloat16) -> tuple[float, float]:
     """(float32 seconds, seconds in low): the fastest of `rounds` alternating measurements each."""
-    fp32 = bf16 = math.inf
+    fp32 = half = math.inf
     for _ in range(rounds):
         fp32 = min(fp32, measure(torch.float32))
-        bf16 = min(bf16, measure(low))
-    return fp32, bf16
+        half = min(half, measure(low))
+    return fp32, half
 
 
 def measured_speedup(key: str, measure, remeasure: bool, low: torch.dtype = torch.bfloat16) -> tuple[float, str]:
-    """low's (bf16's) speedup over float32 for the work `key` names, and where the figure comes from.
+    """The speedup of low (a 16-bit dtype) over float32 for the work `key` names, and where the
+    figure comes from.
 
     Measures unless the cache holds MEASUREMENTS measurements younger than MAX_AGE_S; a new
     measurement is combined with those before it (the fastest time of each precision is kept).
     """
     entry = read_cache().get(key)
     now = time.time()
-    fresh = isinstance(entry, dict) and positive(entry.get("float32_s")) and positive(entry.get("bfloat16_s")) \
+    low_s = f"{str(low).removeprefix('torch.')}_s"  # "bfloat16_s" or "float16_s"
+    fresh = isinstance(entry, dict) and positive(entry.get("float32_s")) and positive(entry.get(low_s)) \
         and positive(entry.get("measured_at")) and now - entry["measured_at"] < MAX_AGE_S \
         and isinstance(entry.get("measurements"), int) and entry["measurements"] >= 1
     if fresh and not remeasure and entry["measurements"] >= MEASUREMENTS:
         day = time.strftime("%Y-%m-%d", time.localtime(entry["measured_at"]))
-        return entry["float32_s"] / entry["bfloat16_s"], f"measured on {day}, remembered"
-    fp32, bf16 = measure_precisions(measure, low=low)
+        return entry["float32_s"] / entry[low_s], f"measured on {day}, remembered"
+    fp32, half = measure_precisions(measure, low=low)
     count = 1
     if fresh and not remeasure:
-        fp32, bf16 = min(fp32, entry["float32_s"]), min(bf16, entry["bfloat16_s"])
+        fp32, half = min(fp32, entry["float32_s"]), min(half, entry[low_s])
         count = entry["measurements"] + 1
-    remember(key, {"float32_s": fp32, "bfloat16_s": bf16, "measurements": count,
+    remember(key, {"float32_s": fp32, low_s: half, "measurements": count,
                    "measured_at": entry["measured_at"] if count > 1 else now})
-    return fp32 / bf16, f"measured now, {count} of {MEASUREMENTS} measurements"
+    return fp32 / half, f"measured now, {count} of {MEASUREMENTS} measurements"
 
 
 def choose_dtype(name: str, device: torch.device, what: str = "", measure=None, say=None,
