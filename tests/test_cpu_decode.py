@@ -9,7 +9,7 @@ import torch
 from torch.testing import assert_close
 
 from minitransformer import GPT, activations, generate, practice
-from minitransformer.generate import prepare_for_decoding
+from minitransformer.generate import decoding_dtype, prepare_for_decoding
 from minitransformer.kv_cache import KVCache
 from minitransformer.machine import cpu_decode
 from minitransformer.errors import UserError
@@ -155,21 +155,33 @@ def test_auto_decoding_precision_is_measured_on_a_cpu_that_emulates_bf16(monkeyp
     assert choose_dtype("auto", torch.device("cpu"), "a training test", measure) == torch.float32 and not calls
 
 
-def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emulating_cpu(monkeypatch):
-    """A small model's text never depends on a timing: float32, unmeasured. A large one is measured."""
+@pytest.fixture
+def emulating_cpu(monkeypatch) -> list:
+    """A CPU without bf16 instructions, whose decoding timings say 16-bit weights run twice as
+    fast as float32; returns the list of the dtypes timed."""
     generate_module = importlib.import_module("minitransformer.generate")
     monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
     monkeypatch.setattr(generate_module, "cpu_computes_bf16", lambda: False)
     timed = []
     monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
                         (1.0 if dtype == torch.float32 else 0.5))
-    small = random_model()
-    assert generate_module.decoding_dtype(small, "auto", torch.device("cpu")) == torch.float32 and not timed
-    large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 12 C^2 x 4 bytes: 18.75 MiB
-    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.float16
+    return timed
+
+
+def large_model() -> GPT:
+    """A model whose linear weights reach MEMORY_BOUND_BYTES: 12 C^2 x 4 bytes = 18.75 MiB."""
+    return GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))
+
+
+def test_only_a_model_whose_weights_outgrow_the_caches_measures_bf16_on_an_emulating_cpu(emulating_cpu):
+    """A small model's text never depends on a timing: float32, unmeasured. A large one is measured."""
+    timed, cpu = emulating_cpu, torch.device("cpu")
+    assert decoding_dtype(random_model(), "auto", cpu) == torch.float32 and not timed
+    large = large_model()
+    assert decoding_dtype(large, "auto", cpu, remeasure=True) == torch.float16
     assert torch.float16 in timed  # float16 weights: float16_bound proves this model cannot overflow them
     timed.clear()  # several rows at once: matrix-matrix products, float32 without measuring
-    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), rows=8) == torch.float32 and not timed
+    assert decoding_dtype(large, "auto", cpu, rows=8) == torch.float32 and not timed
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)
@@ -199,19 +211,13 @@ def test_a_layer_norms_output_reaches_sqrt_of_c_minus_1_and_no_further():
     assert spread.abs().max() <= (C - 1) ** 0.5
 
 
-def test_float16_weights_only_where_nothing_can_overflow(monkeypatch):
-    generate_module = importlib.import_module("minitransformer.generate")
-    monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
-    monkeypatch.setattr(generate_module, "cpu_computes_bf16", lambda: False)
-    timed = []
-    monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
-                        (1.0 if dtype == torch.float32 else 0.5))
-    large = GPT(small_config(n_layer=1, n_embd=640, n_head=4, vocab_size=37))  # 18.75 MiB of float32 weights
+def test_float16_weights_only_where_nothing_can_overflow(emulating_cpu):
+    timed, large = emulating_cpu, large_model()
     assert float16_bound(large) < FLOAT16_SAFE
     with torch.no_grad():
         large.ln_f.weight.fill_(1e4)  # the logits could reach millions
     assert float16_bound(large) >= FLOAT16_SAFE
-    assert generate_module.decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
+    assert decoding_dtype(large, "auto", torch.device("cpu"), remeasure=True) == torch.bfloat16
     assert timed and torch.float16 not in timed
     with pytest.raises(UserError, match="bfloat16"):
         prepare_for_decoding(large, torch.float16)
