@@ -37,8 +37,11 @@ def random_model(**overrides) -> GPT:
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_lean_step_computes_the_models_logits_and_cache(overrides, weights):
     """The same numbers as the model's own step: in float32, with bf16 or float16 weights in a
-    float32 model (whose products the lean step calls directly, the GELU between them widened),
-    and in a model all in bf16 (as `sample --dtype bfloat16` makes one where the CPU computes bf16)."""
+    float32 model (whose products the lean step calls directly), and in a model all in bf16 (as
+    `sample --dtype bfloat16` makes one where the CPU computes bf16). With float16 weights the
+    lean step's GELU reads the float16 hidden layer, so a hidden value may round one float16 step
+    (2^-11 of it) the other way, which these weights (0.3 of noise) carry to the logits as about
+    1e-4 (cpu_decode.py)."""
     model = random_model(**overrides)
     if weights.endswith(" weights"):
         store_half_weights(model, torch.bfloat16 if weights == "bf16 weights" else torch.float16)
@@ -50,13 +53,17 @@ def test_lean_step_computes_the_models_logits_and_cache(overrides, weights):
         model.next_token_logits(tokens[:, :3], ours)
         model.next_token_logits(tokens[:, :3], theirs)
         decoder = cpu_decode.lean_decoder(model, 1)
+        # (logits, cache): one float16 step of a hidden value reaches the next layers' keys too
+        tolerance, cache_tolerance = (1e-3, 1e-3) if weights == "float16 weights" else (1e-5, 1e-6)
         for t in range(3, 20):
             lean = decoder.step(tokens[:, t:t + 1], ours)
-            assert_close(lean, model.next_token_logits(tokens[:, t:t + 1], theirs), atol=1e-5, rtol=1e-5)
+            assert_close(lean, model.next_token_logits(tokens[:, t:t + 1], theirs), atol=tolerance, rtol=tolerance)
     assert ours.length == theirs.length == 20
     for layer in range(model.config.n_layer):
-        assert_close(ours.keys[layer][:, :, :20], theirs.keys[layer][:, :, :20], atol=1e-6, rtol=1e-6)
-        assert_close(ours.values[layer][:, :, :20], theirs.values[layer][:, :, :20], atol=1e-6, rtol=1e-6)
+        assert_close(ours.keys[layer][:, :, :20], theirs.keys[layer][:, :, :20], atol=cache_tolerance,
+                     rtol=cache_tolerance)
+        assert_close(ours.values[layer][:, :, :20], theirs.values[layer][:, :, :20], atol=cache_tolerance,
+                     rtol=cache_tolerance)
 
 
 @pytest.mark.parametrize("overrides", VARIANTS[:4])

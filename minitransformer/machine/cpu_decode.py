@@ -8,7 +8,9 @@ model's forward pass is bookkeeping, paid for every token: module calls, taps, t
 pieces' lookups, split/merge views and masks: 1.7 ms there, more than the float32 products
 themselves. `LeanDecoder.step` computes the same step, operation for operation (the same
 LayerNorm, products, rotation, attention function and GELU, in the same order), straight from
-the model's weights and into the same KVCache, in about 1 ms less. A `LeanDecoder` looks the
+the model's weights and into the same KVCache, in about 1 ms less. (With float16 weights its GELU
+reads the float16 hidden layer, which can differ from the model's own step in the rounding of a
+hidden value: see __init__.) A `LeanDecoder` looks the
 modules up once per generation: even an attribute of an nn.Module costs a Python call.
 
 It is used only where nobody could see the difference (`lean_decoder`): a CPU model in eval
@@ -60,6 +62,11 @@ def product(linear: torch.nn.Module, widen: bool = False):
     return (lambda x: low(x).float()) if widen else low
 
 
+def float16(linear: torch.nn.Module) -> bool:
+    """Whether linear holds float16 weights (half_weights.py)."""
+    return isinstance(linear, HalfWeightsLinear) and linear.weight.dtype == torch.float16
+
+
 def layer_norm(norm: torch.nn.LayerNorm):
     """The function computing model.layer_norm with this module's weight, bias (or none) and eps."""
     weight, bias, eps = norm.weight, norm.bias, norm.eps
@@ -78,10 +85,16 @@ class LeanDecoder:
             self.layers.append((
                 layer_norm(block.ln_1), product(attn.c_attn, widen=True), attn.impl == "manual", attn.scale,
                 product(attn.c_proj),
-                # c_fc widened: the GELU then runs on float32 numbers. PyTorch's bf16 GELU widens,
-                # computes and rounds too (the same numbers once mlp_proj rounds them), but took
-                # 14 us a layer here against 3.
-                None if mlp is None else (layer_norm(block.ln_2), product(mlp.c_fc, widen=True),
+                # With float16 weights the GELU runs on c_fc's float16 result. PyTorch computes a
+                # float16 GELU in float32 and rounds it, which mlp_proj's product would do to the
+                # model's float32 GELU anyway: for a row, 4 us against 18 widened (float32's GELU
+                # goes through oneDNN, which costs ~10 us a call at this size); 1.04x and 1.09x
+                # the tokens/s of nanoGPT's model. The two float32 GELUs (ATen's, oneDNN's) can
+                # differ in their last bit, so a value lying on a float16 rounding boundary may
+                # round the other way (none of 100,000 exact GELUs on an AVX2 CPU, one of 100,000
+                # in the tanh form): a difference of one float16 step in one hidden value. bf16
+                # weights, 8x coarser, keep the model's own float32 GELU.
+                None if mlp is None else (layer_norm(block.ln_2), product(mlp.c_fc, widen=not float16(mlp.c_fc)),
                                           exact_gelu if mlp.exact_gelu else gelu, product(mlp.c_proj)),
             ))
         self.ln_f, self.lm_head = layer_norm(model.ln_f), model.lm_head
