@@ -163,7 +163,7 @@ class TrainConfig:
     # the schedule runs on it. 0: the schedule runs on steps (max_steps).
     time_budget_s: float = 285.0
     # The steps this config was tuned for on a time budget: a run that gets far fewer says so (budget.py). 0: none.
-    tuned_steps: int = 2700
+    tuned_steps: int = 3000
     optimizer: str = "muon"  # "adamw", or "muon": Muon for the blocks' matrices and AdamW for the rest
     learning_rate: float = 6e-3  # AdamW's peak learning rate (with Muon: the embeddings', LayerNorms' and biases')
     muon_learning_rate: float = 0.02  # Muon's peak learning rate, when optimizer = "muon"
