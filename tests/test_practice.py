@@ -14,7 +14,7 @@ from minitransformer import GPT, practice
 from minitransformer.commands.cli import main
 from minitransformer.practice.exercises import EXERCISES
 from minitransformer.practice.workspace import compare, load, start, stub_text
-from tests.conftest import TINY, error_line
+from tests.conftest import TINY, error_line, train_tiny
 from tests.helpers import small_config
 
 MISTAKES = [(name, mistake) for name, exercise in EXERCISES.items() for mistake in exercise.mistakes]
@@ -308,6 +308,16 @@ def test_the_practice_commands(tmp_path, capsys, monkeypatch):
     assert main(["practice", "check", "gelu"]) == 1
     out = capsys.readouterr().out
     assert "SyntaxError" in out and "gelu.py" in out and "Traceback" not in out
+
+
+def test_train_with_her_pieces_says_where_its_dropout_masks_come_from(run_dir, tmp_path, capsys):
+    """train --practice never compiles (the compiler would trace ours in place of hers), so on a
+    CPU the masks come from numpy even when the config asks to compile: the first lines say so."""
+    start(tmp_path / "mine")
+    (tmp_path / "mine" / "gelu.py").write_text("import torch\n\ndef gelu(x):\n    return torch.nn.functional.gelu(x)\n")
+    assert train_tiny(run_dir, "--set", "train.compile=true", "--set", "model.dropout=0.1", "--set",
+                      "train.max_steps=2", "--practice", str(tmp_path / "mine")) == 0
+    assert "dropout 0.1 (masks from numpy's SFC64, seeded by torch)" in capsys.readouterr().out
 
 
 def test_train_with_her_pieces_follows_our_curve(run_dir, tmp_path, capsys):

@@ -55,7 +55,7 @@ from ..machine.files import leftovers
 from . import budget
 from .budget import Clock, evaluation_due, forecast, position
 from .run_folder import Made, RunLock, append_metrics, check_not_inside_ours, check_ours, make_run_folder
-from .setup import Run, restore_run, start_run
+from .setup import Run, compiled, restore_run, start_run
 
 
 class Diverged(UserError):
@@ -341,8 +341,9 @@ def describe(run: Run) -> str:
     gelu = ", exact GELU" if m.gelu == "exact" else ""
     dropout = ""
     if m.dropout > 0:
-        # dropout.py: on a CPU the masks are drawn with numpy, except in a compiled model (train.compile = true)
-        fast = run.device.type == "cpu" and run.config.train.compile is not True
+        # dropout.py: on a CPU the masks are drawn with numpy, except in a compiled model. What
+        # counts is whether the model was compiled (train --practice never compiles), not the setting.
+        fast = run.device.type == "cpu" and not compiled(run.trainer)
         masks = "numpy's SFC64, seeded by torch" if fast else "torch"
         dropout = f", dropout {m.dropout:g} (masks from {masks})"
     return (f"model: {run.model.num_parameters():,} parameters, {m.n_layer} layers, {m.n_embd} wide, "

@@ -116,6 +116,12 @@ def training_module(model: GPT, cfg: TrainConfig, device: torch.device, ranks: R
     return module
 
 
+def compiled(trainer: nn.Module) -> bool:
+    """Whether training_module compiled the model (OptimizedModule keeps the original as _orig_mod)."""
+    inner = trainer.module if isinstance(trainer, DistributedDataParallel) else trainer
+    return hasattr(inner, "_orig_mod")
+
+
 def model_config_for(config: RunConfig, dataset: Dataset) -> ModelConfig:
     model_config = config.model_config(dataset.tokenizer.vocab_size)
     check_split_length(dataset.train, "train", model_config.block_size)
