@@ -310,12 +310,21 @@ def append_new(rows: list[list[int]], new: list[torch.Tensor]) -> None:
         new.clear()
 
 
-@torch.no_grad()
-def time_decoding(model: GPT, dtype: torch.dtype, tokens: int = 16) -> float:
-    """Seconds per token of cached batch-1 generation with a copy of model in dtype (best of two)."""
-    trial = prepare_for_decoding(copy.deepcopy(model), dtype)
+def decoding_timer(model: GPT, tokens: int = 16):
+    """measure(dtype): seconds per token of cached batch-1 generation with a copy of model in dtype
+    (best of two). Each dtype's copy is made and prepared once, for all of choose_dtype's rounds:
+    copying and converting the weights (and float16's bound) cost more than the timing itself."""
+    trials: dict[torch.dtype, GPT] = {}
     idx = torch.zeros(1, 1, dtype=torch.long, device=model.wte.weight.device)  # (1, 1)
-    return best_seconds(lambda: list(stream_tokens(trial, idx, tokens, temperature=0.0)), idx.device) / tokens
+
+    @torch.no_grad()
+    def measure(dtype: torch.dtype) -> float:
+        if dtype not in trials:
+            trials[dtype] = prepare_for_decoding(copy.deepcopy(model), dtype)
+        trial = trials[dtype]
+        return best_seconds(lambda: list(stream_tokens(trial, idx, tokens, temperature=0.0)), idx.device) / tokens
+
+    return measure
 
 
 # From this many bytes of float32 weights in the linear layers, reading them is most of a token's
@@ -344,8 +353,7 @@ def decoding_dtype(model: GPT, name: str, device: torch.device, say=None, remeas
         low = torch.float16
     what = (f"decoding {m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, vocab {m.vocab_size}, {m.attention}"
             f"{', packed' if packing_available() else ''}{', float16 weights' if low == torch.float16 else ''}")
-    return choose_dtype(name, device, what, lambda dtype: time_decoding(model, dtype), say, remeasure,
-                        memory_bound=memory_bound, low=low)
+    return choose_dtype(name, device, what, decoding_timer(model), say, remeasure, memory_bound=memory_bound, low=low)
 
 
 def prepare_for_decoding(model: GPT, dtype: torch.dtype) -> GPT:

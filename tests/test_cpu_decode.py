@@ -170,7 +170,7 @@ def emulating_cpu(monkeypatch) -> list:
     monkeypatch.setattr("minitransformer.machine.device.cpu_computes_bf16", lambda: False)
     monkeypatch.setattr(generate_module, "cpu_computes_bf16", lambda: False)
     timed = []
-    monkeypatch.setattr(generate_module, "time_decoding", lambda model, dtype: timed.append(dtype) or
+    monkeypatch.setattr(generate_module, "decoding_timer", lambda model: lambda dtype: timed.append(dtype) or
                         (1.0 if dtype == torch.float32 else 0.5))
     return timed
 
