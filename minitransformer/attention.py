@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 from .config import ModelConfig
 from .dropout import Dropout, dropout
+from .machine.blocked_attention import causal_attention_by_blocks
+from .machine.masks import fast_masks_apply
 from .pieces import piece
 from .positional import apply_rotary
 from .taps import Tap, Taps, untapped
@@ -133,32 +135,6 @@ def scaled_dot_product_attention(
     return out, weights
 
 
-def causal_attention_by_blocks(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, scale: float | None, block: int = 64,
-) -> torch.Tensor:
-    """Causal `scaled_dot_product_attention`, computed `block` queries at a time over only the keys
-    they may see: the same result, without the scores above the diagonal that the mask would zero.
-
-    q, k, v: (B, H, T, D). Queries start to start + block - 1 see keys 0 to start + block - 1, so
-    the blocks together compute T (T + block) / 2 scores instead of T * T (62.5% at T = 256), and
-    draw dropout masks for those only. It is what a fused attention kernel does, written with the
-    function above; on a CPU it is the training path with attention dropout, which PyTorch's fused
-    CPU kernel lacks. Returns out (B, H, T, D).
-    """
-    T = q.shape[2]
-    # Heads split from one (B, T, 3C) tensor are strided views, which a batched product copies
-    # first: each block would copy its slice of the keys and values (2.5x them in all at T = 256).
-    # One copy each up front instead: 1.8% to 5.1% of a training step of nanoGPT's model here.
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # (B, H, T, D) each
-    outs = []
-    for start in range(0, T, block):
-        end = min(start + block, T)
-        mask = causal_mask(end - start, start, q.device)  # (Q, end): query i sees keys up to start + i
-        out, _ = scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end], mask, dropout_p, scale)
-        outs.append(out)  # (B, H, Q, D)
-    return torch.cat(outs, dim=2)  # (B, H, T, D)
-
-
 class CausalSelfAttention(nn.Module):
     """H heads of attention over the sequence, in GPT-2's layout.
 
@@ -214,11 +190,13 @@ class CausalSelfAttention(nn.Module):
             # EPYC); for a single row without a mask it is the faster of the two, and is kept. On a
             # GPU one fused kernel is cheaper than the five of the written-out path.
             out, weights = attend(q, k, v, mask, dropout_p, self.scale, self.tap)
-        elif on_cpu and dropout_p > 0:
+        elif dropout_p > 0 and fast_masks_apply(q):
             # Training with attention dropout on a CPU: PyTorch's fused CPU kernel has no dropout
             # and falls back to its own written-out path, whose masks take 6x longer to draw than
             # ours (dropout.py). nanoGPT's shape, dropout 0.2, forward and backward of one layer
-            # on a 2-core AMD EPYC with AVX2: 59 ms that way, 43 ms written out, 31 ms by blocks.
+            # on a 2-core AMD EPYC with AVX2: 59 ms that way, 43 ms written out, 26 ms by blocks
+            # (machine/blocked_attention.py). Inside torch.compile the fused kernel's own path
+            # below is what the compiler fuses.
             out = causal_attention_by_blocks(q, k, v, dropout_p, self.scale)
         elif mask is not None and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
             # A square (T, T) mask is the plain causal triangle, which the fused kernel builds

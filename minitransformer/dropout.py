@@ -19,6 +19,13 @@ from torch import nn
 from .machine.masks import fast_masks_apply, keep_mask
 
 
+def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor of `shape` and dtype: 1 / (1 - p) for each element kept (probability 1 - p,
+    independently), 0 for each one dropped. Dropout multiplies x by it."""
+    keep = keep_mask(shape, p)  # bool: True with probability 1 - p
+    return keep.to(dtype).mul_(1.0 / (1.0 - p))
+
+
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """x with each element zeroed with probability p and the rest multiplied by 1 / (1 - p).
     x: any shape; p in [0, 1). Returns x's shape; p = 0 returns x itself."""
@@ -26,10 +33,9 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         return x
     if not fast_masks_apply(x):
         return F.dropout(x, p)
-    keep = keep_mask(x.shape, p)  # bool, x's shape: True with probability 1 - p
     # The mask and the scale in one float tensor first: autograd then saves it for the backward
     # pass (grad * scaled_keep) and the larger x is multiplied once.
-    scaled_keep = keep.to(x.dtype) * (1.0 / (1.0 - p))  # 0 or 1 / (1 - p), x's shape and dtype
+    scaled_keep = scaled_keep_mask(x.shape, p, x.dtype)  # 0 or 1 / (1 - p), x's shape and dtype
     return x * scaled_keep
 
 

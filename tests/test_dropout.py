@@ -1,4 +1,4 @@
-"""Dropout (dropout.py, machine/masks.py), attention by blocks, and model.gelu = "exact"."""
+"""Dropout (dropout.py, machine/masks.py), attention by blocks (machine/blocked_attention.py), and model.gelu = "exact"."""
 
 import pytest
 import torch
@@ -6,11 +6,12 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from minitransformer import GPT, ModelConfig
-from minitransformer.attention import causal_attention_by_blocks, causal_mask, scaled_dot_product_attention
+from minitransformer.attention import causal_mask, scaled_dot_product_attention
 from minitransformer.dropout import Dropout, dropout
 from minitransformer.errors import UserError
 from minitransformer.formats.checkpoint import model_digest
 from minitransformer.machine import masks
+from minitransformer.machine.blocked_attention import causal_attention_by_blocks
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
@@ -72,14 +73,75 @@ def test_compiled_or_gpu_tensors_use_torchs_own_dropout(monkeypatch):
     assert calls == [0.2]
 
 
+def written_out_by_blocks(q, k, v, p, scale, block):
+    """The reference: our written-out attention, block by block (each block's mask drawn in turn)."""
+    T = q.shape[2]
+    outs = []
+    for start in range(0, T, block):
+        end = min(start + block, T)
+        out, _ = scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end],
+                                              causal_mask(end - start, start), p, scale)
+        outs.append(out)  # (B, H, Q, D)
+    return torch.cat(outs, dim=2)  # (B, H, T, D)
+
+
+def heads_of_one_tensor(B, H, T, D, dtype):
+    """q, k, v as the model makes them: strided (B, H, T, D) views of one (B, T, 3C) leaf."""
+    qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, requires_grad=True)
+    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+    return qkv, q, k, v
+
+
 @pytest.mark.parametrize("T", [1, 5, 64, 65, 130, 256])
-def test_attention_by_blocks_equals_the_written_out_attention(T):
-    torch.manual_seed(T)
-    q, k, v = (torch.randn(2, 3, T, 8, dtype=torch.float64) for _ in range(3))
-    whole, _ = scaled_dot_product_attention(q, k, v, causal_mask(T))
-    assert_close(causal_attention_by_blocks(q, k, v, 0.0, None), whole, rtol=1e-12, atol=1e-12)
-    assert_close(causal_attention_by_blocks(q, k, v, 0.0, 0.5, block=16),
-                 scaled_dot_product_attention(q, k, v, causal_mask(T), scale=0.5)[0], rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("scale", [None, 0.5])
+def test_attention_by_blocks_equals_the_written_out_attention_values_and_gradients(T, p, scale):
+    """The same seed draws the same masks on both paths, so out and every gradient agree."""
+    grads = []
+    for attend in (causal_attention_by_blocks, written_out_by_blocks):
+        torch.manual_seed(T)
+        qkv, q, k, v = heads_of_one_tensor(2, 3, T, 8, torch.float64)
+        grad_out = torch.randn(2, 3, T, 8, dtype=torch.float64)
+        out = attend(q, k, v, p, scale, 16 if scale else 64)
+        out.backward(grad_out)
+        grads.append((out.detach(), qkv.grad))
+    (out, grad), (expected, expected_grad) = grads
+    assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    if p == 0:  # without dropout, the blocks are the whole causal attention
+        torch.manual_seed(T)
+        _, q, k, v = heads_of_one_tensor(2, 3, T, 8, torch.float64)
+        assert_close(out, scaled_dot_product_attention(q, k, v, causal_mask(T), scale=scale)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_attention_by_blocks_gradients_pass_gradcheck():
+    torch.manual_seed(9)
+    q, k, v = (torch.randn(1, 2, 21, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda q, k, v: causal_attention_by_blocks(q, k, v, 0.0, None, 8), (q, k, v))
+
+
+def test_attention_by_blocks_in_bf16_autocast_stays_in_bf16_and_near_float32():
+    """Under a CPU's bf16 autocast the heads arrive in bf16 and everything runs in bf16, gradients too."""
+    torch.manual_seed(10)
+    qkv, q, k, v = heads_of_one_tensor(2, 2, 70, 16, torch.float32)
+    expected = written_out_by_blocks(q, k, v, 0.0, None, 64)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), qkv)
+    low = qkv.detach().bfloat16().requires_grad_()
+    q, k, v = (t.view(2, 70, 2, 16).transpose(1, 2) for t in low.split(32, dim=2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = causal_attention_by_blocks(q, k, v, 0.0)
+    out.sum().backward()
+    assert out.dtype == low.grad.dtype == torch.bfloat16
+    assert_close(out.float(), expected.detach(), rtol=0.05, atol=0.05)
+    assert_close(low.grad.float(), grad_expected, rtol=0.1, atol=0.1)
+
+
+def test_attention_by_blocks_output_is_laid_out_for_merge_heads():
+    """merge_heads(out) is a view: the heads were written side by side."""
+    from minitransformer.attention import merge_heads
+    q = k = v = torch.randn(2, 3, 10, 4)
+    merged = merge_heads(causal_attention_by_blocks(q, k, v, 0.1))
+    assert merged.shape == (2, 10, 12) and merged._base is not None
 
 
 def test_attention_by_blocks_drops_visible_weights_only_and_never_shows_the_future():
