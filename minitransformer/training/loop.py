@@ -43,6 +43,7 @@ from .. import pieces
 from ..formats.checkpoint import save_checkpoint
 from ..config import RunConfig, TrainConfig
 from .data import Dataset, bits_per_byte, get_batch, mix_repeated
+from ..machine.allocator import keep_freed_memory
 from ..machine.device import autocast, matmul_peak, synchronize
 from .distributed import Ranks, start_distributed, stop_distributed
 from ..errors import UserError, short_cause, user_path
@@ -417,7 +418,8 @@ def train(config: RunConfig, resume: bool = False, pause_after: int | None = Non
                 if not quiet:
                     say.write = bar.write
                 try:
-                    result = loop(run, bar, resume, pause_after)
+                    with keep_freed_memory():  # each step reuses the last one's memory (machine/allocator.py)
+                        result = loop(run, bar, resume, pause_after)
                 except RuntimeError as error:
                     if not ranks.lost_peer(error):
                         raise
