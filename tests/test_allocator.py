@@ -6,15 +6,12 @@ import resource
 import subprocess
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
 
 from minitransformer.machine import allocator
-from tests.conftest import train_tiny
-
-ROOT = Path(__file__).parent.parent
+from tests.conftest import ROOT, train_tiny
 
 on_glibc = pytest.mark.skipif(allocator.glibc() is None, reason="mallopt is glibc's (Linux)")
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from minitransformer import GPT, ModelConfig
-from minitransformer.attention import causal_mask, scaled_dot_product_attention
+from minitransformer.attention import causal_mask, merge_heads, scaled_dot_product_attention, split_heads
 from minitransformer.dropout import Dropout, dropout
 from minitransformer.errors import UserError
 from minitransformer.formats.checkpoint import model_digest
@@ -88,7 +88,7 @@ def written_out_by_blocks(q, k, v, p, scale, block):
 def heads_of_one_tensor(B, H, T, D, dtype):
     """q, k, v as the model makes them: strided (B, H, T, D) views of one (B, T, 3C) leaf."""
     qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, requires_grad=True)
-    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+    q, k, v = (split_heads(t, H) for t in qkv.split(H * D, dim=2))  # (B, H, T, D) each
     return qkv, q, k, v
 
 
@@ -127,7 +127,7 @@ def test_attention_by_blocks_in_bf16_autocast_stays_in_bf16_and_near_float32():
     expected = written_out_by_blocks(q, k, v, 0.0, None, 64)
     (grad_expected,) = torch.autograd.grad(expected.sum(), qkv)
     low = qkv.detach().bfloat16().requires_grad_()
-    q, k, v = (t.view(2, 70, 2, 16).transpose(1, 2) for t in low.split(32, dim=2))
+    q, k, v = (split_heads(t, 2) for t in low.split(32, dim=2))  # (2, 2, 70, 16) each
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = causal_attention_by_blocks(q, k, v, 0.0)
     out.sum().backward()
@@ -138,7 +138,6 @@ def test_attention_by_blocks_in_bf16_autocast_stays_in_bf16_and_near_float32():
 
 def test_attention_by_blocks_output_is_laid_out_for_merge_heads():
     """merge_heads(out) is a view: the heads were written side by side."""
-    from minitransformer.attention import merge_heads
     q = k = v = torch.randn(2, 3, 10, 4)
     merged = merge_heads(causal_attention_by_blocks(q, k, v, 0.1))
     assert merged.shape == (2, 10, 12) and merged._base is not None

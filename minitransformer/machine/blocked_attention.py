@@ -93,9 +93,8 @@ class BlockedAttention(torch.autograd.Function):
         B, H, T, D = ctx.shape
         q, k, v, *saved = ctx.saved_tensors
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)  # (N, T, D)
-        starts = range(0, T, ctx.block)
-        for i in reversed(range(len(starts))):  # the last block first: it sees all T keys
-            start, end = starts[i], min(starts[i] + ctx.block, T)
+        for i, start in reversed(list(enumerate(range(0, T, ctx.block)))):  # the last block first: it sees all T keys
+            end = min(start + ctx.block, T)
             Q = end - start
             weights, keep, dropped = saved[3 * i: 3 * i + 3]  # (N, Q, end) each
             grad_heads = grad_out[:, :, start:end].reshape(B * H, Q, D)  # (N, Q, D)
